@@ -1,0 +1,45 @@
+"""mia_guard: training-time membership-inference audits for sequence models.
+
+Public API (imported lazily, so ``import mia_guard`` stays cheap)::
+
+    from mia_guard import CanarySet, Auditor
+    canaries = CanarySet.generate(256, template="code_credential", seed=0)
+    train_texts = canaries.insert_into(train_texts, repetitions=4)
+    auditor = Auditor(canaries, tokenizer=tok)
+    print(auditor.audit(model, step=1000).table())
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "CanarySet": "mia_guard.canaries",
+    "Canary": "mia_guard.canaries",
+    "CanaryTemplate": "mia_guard.templates",
+    "BUILTIN_TEMPLATES": "mia_guard.templates",
+    "TokenStats": "mia_guard.token_stats",
+    "score_tokens": "mia_guard.scoring",
+    "encode_canaries": "mia_guard.encoding",
+    "Auditor": "mia_guard.audit",
+    "AuditResult": "mia_guard.audit_result",
+    "AuditHistory": "mia_guard.audit_result",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mia_guard' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,1 @@
+"""Subcommands of the ``mia-guard`` CLI; each module has ``register(subparsers)``."""
