@@ -49,6 +49,11 @@ def insert_canaries(
     """Return ``data`` with the members of ``canaries`` inserted ``repetitions`` times each."""
     if not isinstance(repetitions, (int, np.integer)) or repetitions < 1:
         raise ValueError(f"repetitions must be a positive integer, got {repetitions!r}")
+    if not (isinstance(data, list) or _is_hf_dataset(data) or _is_torch_dataset(data)):
+        raise TypeError(
+            f"cannot insert canaries into {type(data).__name__}; pass a list of strings, token-id sequences or "
+            "dicts, a datasets.Dataset, or a map-style torch Dataset"
+        )
     members = canaries.members
     n_copies = len(members) * repetitions
     rng = np.random.default_rng([seed, 2])
@@ -66,12 +71,7 @@ def insert_canaries(
         order = insertion_order(len(data), n_copies, rng)
         combined = data + copies
         return [combined[i] for i in order]
-    if _is_torch_dataset(data):
-        return CanaryInsertedDataset(data, copies, insertion_order(len(data), n_copies, rng))
-    raise TypeError(
-        f"cannot insert canaries into {type(data).__name__}; pass a list of strings, token-id sequences or dicts, "
-        "a datasets.Dataset, or a map-style torch Dataset"
-    )
+    return CanaryInsertedDataset(data, copies, insertion_order(len(data), n_copies, rng))
 
 
 class _ItemBuilder:

@@ -1,0 +1,91 @@
+"""Auditor on a really trained tiny GPT-2: leakage found after training, none before; history files."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mia_guard import AuditHistory, Auditor, TokenStats, attacks
+
+
+def test_loss_attack_finds_memorization_after_training_and_none_before(trained_lm):
+    auditor = Auditor(trained_lm.canaries, trained_lm.tokenizer)
+    before = auditor.audit(trained_lm.untrained, step=0)
+    after = auditor.audit(trained_lm.model, step=300)
+    auc_before, auc_after = before.metrics["loss"].auc, after.metrics["loss"].auc
+    assert auc_before.low < 0.5 < auc_before.high  # no signal before training
+    assert auc_after.value > 0.9 and auc_after.low > 0.8  # clear signal at 16 repetitions
+    assert after.member_nll.high < after.nonmember_nll.low
+    # the first audit (step 0) is the reference for the calibrated attack
+    assert after.metrics["reference"].auc.value > 0.9
+    assert auditor.history.steps == [0, 300]
+
+
+def test_table_reports_intervals_and_unresolvable_fprs(trained_lm):
+    result = Auditor(trained_lm.canaries, trained_lm.tokenizer, reference="none").audit(trained_lm.model, 1)
+    table = result.table()
+    for name in ("loss", "zlib", "min_k", "min_k_plus_plus"):
+        assert name in table
+    assert "skipped reference: needs a reference model's statistics" in table
+    n_out = int((~trained_lm.canaries.is_member).sum())
+    assert f"n/a at 0.1% FPR" in table and f"have {n_out}" in table
+    assert np.isnan(result.metrics["loss"].tpr_at_fpr[0.001].value)
+
+
+def test_history_roundtrip_keeps_scores_metrics_and_token_stats(trained_lm, tmp_path):
+    auditor = Auditor(trained_lm.canaries, trained_lm.tokenizer)
+    auditor.audit(trained_lm.untrained, step=0)
+    auditor.audit(trained_lm.model, step=10)
+    path = auditor.history.save(tmp_path / "h.json")
+    loaded = AuditHistory.load(path)
+    assert loaded.steps == [0, 10]
+    original, back = auditor.history.last, loaded.last
+    assert back.metrics["loss"].auc == original.metrics["loss"].auc
+    assert np.array_equal(back.scores["min_k"], original.scores["min_k"])
+    assert torch.equal(back.stats.nll, original.stats.nll)
+    curve = loaded.curve("loss", "auc")
+    assert list(curve["step"]) == [0, 10] and curve["value"][1] > curve["value"][0]
+    # no temp files left behind; an edited format is refused
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.json"]
+    data = json.loads(path.read_text())
+    data["schema_version"] = 99
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="schema version 99"):
+        AuditHistory.load(path)
+
+
+def test_nonfinite_statistics_are_left_out_and_reported(trained_lm):
+    auditor = Auditor(trained_lm.canaries, trained_lm.tokenizer, reference="none")
+    stats = auditor.score(trained_lm.model)
+    broken = stats.nll.clone()
+    broken[[0, 5], 0] = float("nan")
+    stats = TokenStats(broken, stats.confidence, stats.entropy, stats.logp_std, stats.top1, stats.mask)
+    result = auditor.evaluate(stats, step=3)
+    assert result.invalid_canaries == [0, 5]
+    assert any("2 canaries had NaN/inf" in note for note in result.notes)
+    assert np.isnan(result.scores["loss"][[0, 5]]).all()
+    assert result.metrics["loss"].n_members + result.metrics["loss"].n_nonmembers == len(trained_lm.canaries) - 2
+
+
+def test_custom_attack_runs_through_the_auditor(trained_lm):
+    @attacks.register("test_top1_rate", overwrite=True)
+    def top1_rate(ctx):
+        return ctx.stats.masked_mean("top1")
+
+    result = Auditor(trained_lm.canaries, trained_lm.tokenizer, attacks=["test_top1_rate"]).audit(trained_lm.model, 0)
+    assert result.metrics["test_top1_rate"].auc.value > 0.7
+
+
+def test_auditor_input_errors(trained_lm):
+    canaries, tok = trained_lm.canaries, trained_lm.tokenizer
+    with pytest.raises(KeyError, match="unknown attack 'lossy'"):
+        Auditor(canaries, tok, attacks=["lossy"])
+    with pytest.raises(ValueError, match="not in the list"):
+        Auditor(canaries, tok, attacks=["loss"], attack_params={"min_k": {"k": 0.1}})
+    with pytest.raises(ValueError, match="FPR levels must be in"):
+        Auditor(canaries, tok, fprs=[0.0])
+    with pytest.raises(ValueError, match="no members or no non-members"):
+        Auditor(canaries.with_membership(np.ones(len(canaries), bool)), tok)
+    with pytest.raises(ValueError, match="need a tokenizer"):
+        Auditor(canaries)
