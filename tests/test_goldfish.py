@@ -172,3 +172,22 @@ def test_rejects_non_integer_ids_and_wrong_rank():
         goldfish_mask(torch.zeros((1, 5)), 4, 13, 0)
     with pytest.raises(ValueError, match="2-D"):
         goldfish_mask(torch.zeros(5, dtype=torch.long), 4, 13, 0)
+
+
+def test_trainer_uses_the_collator(tokenizer, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=259, n_positions=128,
+                                       bos_token_id=1, eos_token_id=1))
+    texts = ["def add(a, b):\n    return a + b\n", "for i in range(10):\n    print(i)\n"] * 4
+    dataset = [dict(tokenizer(t)) for t in texts]
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=2,
+                             report_to=[], use_cpu=True, save_strategy="no", logging_strategy="no", seed=0)
+    collator = GoldfishCollator(tokenizer, k=3, h=4, key=0)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
+    batch = next(iter(trainer.get_train_dataloader()))
+    keep = goldfish_mask(batch["input_ids"], 3, 4, 0, batch["attention_mask"])
+    assert (batch["labels"][~keep] == -100).all()
+    assert (batch["labels"][keep & batch["attention_mask"].bool()] != -100).all()
+    assert trainer.train().training_loss > 0
