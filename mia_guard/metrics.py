@@ -429,8 +429,9 @@ def advantage(
     (``n_bootstrap`` resamples, seeded), in its basic (reverse-percentile) form
     ``[2 * value - q_hi, 2 * value - q_lo]`` clipped to ``[0, 1]``, which moves the
     interval against the max-over-thresholds bias. Measured coverage of the nominal 95%
-    interval (Gaussian scores shifted by 1 sd, 100 + 100 canaries, 200 trials): 94%
-    for this form against 84% for the plain percentile interval.
+    interval (Gaussian scores 1 sd apart, 100 + 100 canaries, 1000 resamples, 200
+    trials): 90.5% for this form, 84.5% for the plain percentile interval. Still below
+    nominal: treat it as approximate.
     """
     scores, labels = check_scores(scores, is_member)
     confidence = _check_confidence(confidence)
