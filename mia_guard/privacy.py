@@ -121,8 +121,8 @@ def one_run_epsilon_lower_bound(
     the mechanism is not ``(eps, delta)``-DP at the given confidence when
     :func:`one_run_p_value` ``(m, r, v, eps, delta) <= 1 - confidence``. The p-value grows
     with ``eps``; the bracket is doubled from 1 and the crossing found by Brent's method
-    (to ~1e-10, on the rejected side so the returned value is itself rejected). Returns 0.0 when not even ``eps = 0`` is
-    rejected (e.g. chance-level guessing).
+    (to ~1e-10, on the rejected side so the returned value is itself rejected).
+    Returns 0.0 when not even ``eps = 0`` is rejected (e.g. chance-level guessing).
 
     Closed form for ``v = r`` and ``delta = 0``: ``q^r = 1 - confidence`` with
     ``q = e^eps / (1 + e^eps)``.

@@ -28,7 +28,12 @@ def _p_value_direct(m, r, v, eps, delta):
 
 @pytest.mark.parametrize(
     "m, r, v, eps, delta",
-    [(20, 10, 7, 0.5, 0.0), (20, 10, 7, 0.5, 1e-3), (40, 30, 30, 2.0, 1e-4), (15, 15, 3, 1.0, 1e-2)],
+    [
+        (20, 10, 7, 0.5, 0.0),
+        (20, 10, 7, 0.5, 1e-3),
+        (40, 30, 30, 2.0, 1e-4),
+        (15, 15, 3, 1.0, 1e-2),
+    ],
 )
 def test_p_value_matches_theorem_formula(m, r, v, eps, delta):
     assert P.one_run_p_value(m, r, v, eps, delta) == pytest.approx(
@@ -104,7 +109,8 @@ def test_from_scores_soundness_with_randomized_response():
     bounds = []
     for trial in range(trials):
         scores, labels = _randomized_response_scores(rng, m, true_eps)
-        bounds.append(P.one_run_epsilon_from_scores(scores, labels, 100, 100, seed=trial)["epsilon_lb"])
+        out = P.one_run_epsilon_from_scores(scores, labels, 100, 100, seed=trial)
+        bounds.append(out["epsilon_lb"])
     bounds = np.array(bounds)
     assert np.mean(bounds > true_eps) <= 0.05 + 0.03
     assert bounds.mean() > 0.2
