@@ -67,7 +67,8 @@ def test_sequence_start_is_dropped_at_rate_one_over_k_and_left_padding_is_invari
     pad = torch.zeros((ids.shape[0], 5), dtype=torch.long)
     left_padded = torch.cat([pad, ids], dim=1)
     attention = torch.cat([torch.zeros_like(pad), torch.ones_like(ids)], dim=1)
-    assert torch.equal(goldfish_mask(left_padded, k, h, 0, attention_mask=attention)[:, 5:], goldfish_mask(ids, k, h, 0))
+    padded_mask = goldfish_mask(left_padded, k, h, 0, attention_mask=attention)
+    assert torch.equal(padded_mask[:, 5:], goldfish_mask(ids, k, h, 0))
 
 
 def test_supervised_mask_for_audits(tokenizer):
@@ -126,7 +127,8 @@ def test_pad_id_collator_keeps_prompt_labels_and_agrees_with_tokenizer_collator(
 
 def test_model_loss_counts_only_supervised_tokens(tokenizer):
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=259, n_positions=128, bos_token_id=1, eos_token_id=1)).eval()
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=259, n_positions=128,
+                                       bos_token_id=1, eos_token_id=1)).eval()
     batch = GoldfishCollator(tokenizer, k=2, h=3, key=0)([tokenizer("goldfish forget what they never learned")])
     with torch.no_grad():
         out = model(**batch)
@@ -142,8 +144,8 @@ def test_training_with_goldfish_does_not_learn_dropped_tokens(tokenizer):
     secret = "".join(chr(c) for c in torch.randint(97, 123, (48,), generator=torch.Generator().manual_seed(9)).tolist())
     batch = GoldfishCollator(tokenizer, k=3, h=4, key=0)([tokenizer(secret)])
     model = GPT2LMHeadModel(
-        GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=259, n_positions=64, bos_token_id=1, eos_token_id=1, resid_pdrop=0.0,
-                   embd_pdrop=0.0, attn_pdrop=0.0)
+        GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=259, n_positions=64, bos_token_id=1,
+                   eos_token_id=1, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     )
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(80):
@@ -191,3 +193,22 @@ def test_trainer_uses_the_collator(tokenizer, tmp_path):
     assert (batch["labels"][~keep] == -100).all()
     assert (batch["labels"][keep & batch["attention_mask"].bool()] != -100).all()
     assert trainer.train().training_loss > 0
+
+
+def test_scored_mask_aligns_with_token_stats(tokenizer):
+    from mia_guard.canaries import CanarySet
+    from mia_guard.defenses.goldfish import goldfish_scored_mask
+    from mia_guard.encoding import encode_canaries
+    from mia_guard.scoring import score_tokens
+
+    encoded = encode_canaries(CanarySet.generate(12, seed=0), tokenizer)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=259, n_positions=64,
+                                       bos_token_id=1, eos_token_id=1))
+    stats = score_tokens(model, encoded)
+    mask = goldfish_scored_mask(encoded, k=3, h=6, key=2)
+    assert mask.shape == stats.mask.shape
+    assert not (mask & ~stats.mask).any()  # only scored positions can be supervised
+    for i, ids in enumerate(encoded.input_ids):
+        start, end = int(encoded.start[i]), int(encoded.end[i])
+        assert torch.equal(mask[i, : end - start], goldfish_supervised_mask(ids, 3, 6, 2)[start:end])
+    assert mask[stats.mask].any() and (~mask[stats.mask]).any()

@@ -158,3 +158,22 @@ def test_rejects_a_non_callable_and_unknown_outputs():
         PerturbedOutputModel(42)
     with pytest.raises(TypeError, match="logits"):
         PerturbedOutputModel(lambda input_ids: {"scores": 1})(input_ids=torch.zeros((1, 2), dtype=torch.long))
+
+
+def test_score_tokens_sees_the_perturbed_view(model):
+    from transformers import ByT5Tokenizer
+
+    from mia_guard.canaries import CanarySet
+    from mia_guard.encoding import encode_canaries
+    from mia_guard.scoring import score_tokens
+
+    encoded = encode_canaries(CanarySet.generate(8, seed=0), ByT5Tokenizer(extra_ids=0))
+    clean = score_tokens(model, encoded)
+    identity = score_tokens(PerturbedOutputModel(model), encoded)
+    top1 = score_tokens(PerturbedOutputModel(model, top_k=1), encoded)
+    assert torch.equal(clean.mask, identity.mask)
+    assert torch.allclose(clean.nll[clean.mask], identity.nll[identity.mask], atol=1e-5)
+    # with only the top token exposed, every other target sits at the floor: NLL = -log(1e-12)
+    missed = top1.mask & (clean.top1 == 0)
+    assert missed.any()
+    assert torch.allclose(top1.nll[missed], torch.full((int(missed.sum()),), -math.log(1e-12)), atol=1e-3)

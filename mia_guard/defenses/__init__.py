@@ -23,6 +23,7 @@ _EXPORTS = {
     "GoldfishCollator": "goldfish",
     "goldfish_mask": "goldfish",
     "goldfish_supervised_mask": "goldfish",
+    "goldfish_scored_mask": "goldfish",
     "PRESETS": "regularization",
     "RegularizationPreset": "regularization",
     "PresetApplication": "regularization",

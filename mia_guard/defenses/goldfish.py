@@ -144,6 +144,26 @@ def goldfish_supervised_mask(
     return supervised
 
 
+def goldfish_scored_mask(encoded: Any, k: int = 4, h: int = 13, key: int = 0) -> torch.Tensor:
+    """Bool ``[N, T]`` goldfish mask in the layout of :class:`~mia_guard.token_stats.TokenStats`.
+
+    ``encoded`` is a :class:`~mia_guard.encoding.EncodedCanaries` (``input_ids`` lists and
+    scored ranges ``start``/``end``). Row ``i``, column ``j`` is ``True`` when scored
+    token ``start[i] + j`` of canary ``i`` was supervised in training, ``False`` when
+    goldfish dropped it or the column is padding; ``T = max(end - start)``, as in the
+    statistics that :func:`~mia_guard.scoring.score_tokens` returns. Combine it with
+    ``stats.mask`` to compare attack statistics on supervised and dropped tokens.
+    Assumes each canary started its training example (see :func:`goldfish_supervised_mask`).
+    """
+    starts = [int(s) for s in encoded.start]
+    ends = [int(e) for e in encoded.end]
+    width = max((e - s for s, e in zip(starts, ends)), default=0)
+    out = torch.zeros((len(starts), width), dtype=torch.bool)
+    for row, (ids, start, end) in enumerate(zip(encoded.input_ids, starts, ends)):
+        out[row, : end - start] = goldfish_supervised_mask(ids, k=k, h=h, key=key)[start:end]
+    return out
+
+
 class GoldfishCollator:
     """Causal-LM data collator that applies goldfish loss to the labels.
 

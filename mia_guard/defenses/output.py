@@ -68,9 +68,11 @@ class PerturbedOutputModel(nn.Module):
     """Wrap a causal LM so that ``forward`` returns the distribution an API would expose.
 
     Args:
-        model: a HF causal LM, or any callable ``model(input_ids=..., attention_mask=...)``
-            returning logits ``[B, T, V]`` (a tensor, an object with ``.logits``, or a
-            tuple starting with them). An ``nn.Module`` becomes a submodule, so
+        model: a HF causal LM (called with keywords), or any callable
+            ``model(input_ids, attention_mask)`` (``model(input_ids)`` when there is no
+            mask; the convention of :func:`mia_guard.scoring.score_tokens`) returning
+            logits ``[B, T, V]`` (a tensor, an object with ``.logits``, or a tuple
+            starting with them). An ``nn.Module`` becomes a submodule, so
             ``eval()``/``train()``/``.to()`` reach it.
         temperature: logits are divided by this (``> 0``).
         top_k: keep only the ``k`` most likely tokens per position (``None`` = all).
@@ -144,15 +146,25 @@ class PerturbedOutputModel(nn.Module):
     ) -> Any:
         from transformers.modeling_outputs import CausalLMOutput
 
-        if attention_mask is not None:
-            kwargs["attention_mask"] = attention_mask
-        logits = _extract_logits(self.model(input_ids=input_ids, **kwargs))
+        logits = _extract_logits(self._call_model(input_ids, attention_mask, kwargs))
         logp = self.perturb(logits, input_ids, attention_mask)
         loss = None
         if labels is not None:
             shifted = logp[:, :-1].reshape(-1, logp.shape[-1])
             loss = nn.functional.nll_loss(shifted, labels[:, 1:].reshape(-1).to(logp.device), ignore_index=-100)
         return CausalLMOutput(loss=loss, logits=logp)
+
+    def _call_model(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, kwargs: dict) -> Any:
+        """HF models by keyword; other callables as ``f(input_ids, attention_mask)`` like ``score_tokens``."""
+        from transformers import PreTrainedModel
+
+        if isinstance(self.model, PreTrainedModel):
+            if attention_mask is not None:
+                kwargs = {**kwargs, "attention_mask": attention_mask}
+            return self.model(input_ids=input_ids, **kwargs)
+        if attention_mask is None:
+            return self.model(input_ids, **kwargs)
+        return self.model(input_ids, attention_mask, **kwargs)
 
     def perturb(
         self,
