@@ -1,0 +1,304 @@
+"""MIAAuditCallback: membership-inference audits inside a Hugging Face ``Trainer`` run.
+
+    from mia_guard import CanarySet
+    from mia_guard.callbacks import MIAAuditCallback
+
+    canaries = CanarySet.generate(256, "code_credential", seed=0)
+    train_texts = canaries.insert_into(train_texts, repetitions=8)
+    ...
+    trainer = Trainer(model, args, train_dataset=..., processing_class=tokenizer,
+                      callbacks=[MIAAuditCallback(canaries, every_n_steps=200)])
+    trainer.train()
+
+Events (``global_step`` counts optimizer steps):
+
+* ``on_train_begin``: audits the model before its first update (step 0 in a fresh run).
+  The first audit is the reference for calibrated attacks (``reference``,
+  ``lira_online_ref``, ...), so leave ``audit_on_train_begin`` on for them.
+* ``on_step_end``: audits when ``global_step % every_n_steps == 0``.
+* ``on_evaluate``: audits after each evaluation when ``audit_on_evaluate``.
+* ``on_train_end``: a last audit (unless that step was just audited), the ROC image,
+  the report files (``report.json``, ``report.md``, ``leakage.png``, ``roc.png``) and
+  the final release-gate verdict.
+
+A step is never audited twice. Training is changed only through ``control``: with a
+release policy and ``stop_on_blocked=True``, a ``blocked`` verdict sets
+``control.should_training_stop``. Auditing leaves weights, gradients, module modes and
+every RNG exactly as they were, so a run with the callback ends with the same weights as
+one without. Only the world-rank-0 process writes files; every rank takes part in the audit.
+
+Files in ``output_dir`` (default ``<args.output_dir>/mia``): ``history.json`` (the
+leakage curve, rewritten atomically after every audit), ``canaries.json``,
+``audits.jsonl`` (one line of figures per audit) and the report files. TensorBoard
+figures (``mia/...`` tags, see ``docs/tensorboard.md``) go to the Trainer's TensorBoard
+directory: ``$TENSORBOARD_LOGGING_DIR`` when set (the Trainer's TensorBoard callback
+uses it too), else ``args.logging_dir`` on transformers versions that have it, else
+``<args.output_dir>/runs/mia_guard`` (beside the Trainer's ``runs/<date>_<host>``, so
+``tensorboard --logdir <args.output_dir>/runs`` shows both).
+
+Resuming: when training resumes from a checkpoint at step ``s`` and ``history.json``
+exists in ``output_dir``, the curve continues from it (audits after ``s`` are dropped).
+:meth:`MIAAuditCallback.state` follows transformers' stateful-callback contract:
+JSON-able ``args`` that rebuild the callback (the canaries by the path of
+``canaries.json``; the tokenizer is then the Trainer's ``processing_class``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
+
+from ..audit import DEFAULT_ATTACKS, DEFAULT_FPRS, Auditor
+from ..canaries import CanarySet
+from .session import AuditSession
+
+logger = logging.getLogger(__name__)
+
+#: Sub-directory of ``args.output_dir`` for the audit files when ``output_dir`` is not given.
+DEFAULT_SUBDIR = "mia"
+
+
+class MIAAuditCallback(TrainerCallback, ExportableState):
+    """Audits canary memorization every ``every_n_steps`` optimizer steps of a ``Trainer``.
+
+    Args:
+        canaries: the CanarySet whose members are in the training data, or the path of a
+            canary file written by ``CanarySet.save``. Not needed when ``auditor`` is given.
+        tokenizer: the training tokenizer; default is the Trainer's ``processing_class``
+            (not needed for token-only canaries).
+        every_n_steps: audit when ``global_step`` is a multiple of this; ``None`` for no
+            periodic audits.
+        audit_on_train_begin: audit before the first update (the reference model).
+        audit_on_evaluate: audit after every evaluation.
+        audit_on_train_end: audit the final model.
+        attacks, attack_params, fprs, confidence, batch_size: passed to the
+            :class:`~mia_guard.audit.Auditor`.
+        output_dir: directory for the audit files; default ``<args.output_dir>/mia``.
+        policy: a ``mia_guard.gate.ReleasePolicy``, its dict, or the path of its TOML
+            file; checked after every audit.
+        stop_on_blocked: stop training when the policy's verdict is ``blocked``.
+        progress: show a progress bar while scoring (main process only).
+        tensorboard: ``True`` for the Trainer's TensorBoard directory (see the module
+            docstring), a directory path, or ``False`` for none.
+        jsonl: write ``audits.jsonl``.
+        auditor: a configured Auditor to use instead of building one (then ``attacks``
+            etc. are ignored and ``canaries`` may be ``None``).
+    """
+
+    def __init__(
+        self,
+        canaries: CanarySet | str | os.PathLike | None = None,
+        tokenizer: Any = None,
+        *,
+        every_n_steps: int | None = 200,
+        audit_on_train_begin: bool = True,
+        audit_on_evaluate: bool = False,
+        audit_on_train_end: bool = True,
+        attacks: Sequence[str] = DEFAULT_ATTACKS,
+        attack_params: Mapping[str, Mapping[str, Any]] | None = None,
+        fprs: Sequence[float] = DEFAULT_FPRS,
+        confidence: float = 0.95,
+        batch_size: int | None = None,
+        output_dir: str | os.PathLike | None = None,
+        policy: Any = None,
+        stop_on_blocked: bool = False,
+        progress: bool = True,
+        tensorboard: bool | str | os.PathLike = True,
+        jsonl: bool = True,
+        auditor: Auditor | None = None,
+    ) -> None:
+        if auditor is None and canaries is None:
+            raise ValueError("MIAAuditCallback needs the canaries (a CanarySet or a canary file) or an auditor")
+        if auditor is not None and not isinstance(auditor, Auditor):
+            raise TypeError(f"auditor must be a mia_guard.Auditor, got {type(auditor).__name__}")
+        if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 1):
+            raise ValueError(f"every_n_steps must be a positive integer or None, got {every_n_steps!r}")
+        if stop_on_blocked and policy is None:
+            raise ValueError("stop_on_blocked=True needs a release policy (policy=ReleasePolicy or a TOML path)")
+        if isinstance(canaries, (str, os.PathLike)):
+            canaries = CanarySet.load(canaries)
+        if canaries is not None and not isinstance(canaries, CanarySet):
+            raise TypeError(f"canaries must be a CanarySet or a canary file path, got {type(canaries).__name__}")
+        self.canaries = auditor.canaries if auditor is not None else canaries
+        self.tokenizer = tokenizer
+        self.every_n_steps = every_n_steps
+        self.audit_on_train_begin = audit_on_train_begin
+        self.audit_on_evaluate = audit_on_evaluate
+        self.audit_on_train_end = audit_on_train_end
+        self.attacks = list(attacks)
+        self.attack_params = {k: dict(v) for k, v in (attack_params or {}).items()}
+        self.fprs = [float(f) for f in fprs]
+        self.confidence = float(confidence)
+        self.batch_size = batch_size
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.policy_source = _policy_source(policy)
+        self.policy = _load_policy(policy)
+        self.stop_on_blocked = stop_on_blocked
+        self.progress = progress
+        self.tensorboard = tensorboard
+        self.jsonl = jsonl
+        self.auditor = auditor
+        self.session: AuditSession | None = None
+        self.stopped_early = False
+
+    # ------------------------------------------------------------------ public views
+    @property
+    def history(self):
+        """The run's :class:`~mia_guard.audit_result.AuditHistory` (``None`` before training starts)."""
+        return self.auditor.history if self.auditor is not None else None
+
+    @property
+    def last_decision(self) -> Any:
+        """The release-gate decision of the latest audit (``None`` without a policy)."""
+        return self.session.last_decision if self.session is not None else None
+
+    def state(self) -> dict:
+        """JSON-able state for checkpoints (transformers' ``ExportableState`` contract)."""
+        auditor = self.auditor
+        canary_file = self.session.canary_path if self.session is not None else None
+        output_dir = self.session.output_dir if self.session is not None else self.output_dir
+        return {
+            "args": {
+                "canaries": str(canary_file) if canary_file is not None else None,
+                "every_n_steps": self.every_n_steps,
+                "audit_on_train_begin": self.audit_on_train_begin,
+                "audit_on_evaluate": self.audit_on_evaluate,
+                "audit_on_train_end": self.audit_on_train_end,
+                "attacks": [a.name for a in auditor.attacks] if auditor is not None else self.attacks,
+                "attack_params": auditor.attack_params if auditor is not None else self.attack_params,
+                "fprs": list(auditor.fprs) if auditor is not None else self.fprs,
+                "confidence": auditor.confidence if auditor is not None else self.confidence,
+                "batch_size": self.batch_size,
+                "output_dir": str(output_dir) if output_dir is not None else None,
+                "policy": self.policy_source,
+                "stop_on_blocked": self.stop_on_blocked,
+                "progress": self.progress,
+                "tensorboard": self.tensorboard if isinstance(self.tensorboard, bool) else str(self.tensorboard),
+                "jsonl": self.jsonl,
+            },
+            "attributes": {"stopped_early": self.stopped_early},
+        }
+
+    # ------------------------------------------------------------------ Trainer events
+    def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
+        is_main = bool(state.is_world_process_zero)
+        if self.auditor is None:
+            tokenizer = self.tokenizer if self.tokenizer is not None else processing_class
+            if tokenizer is None and self.canaries.kind != "tokens":
+                raise ValueError(
+                    "MIAAuditCallback needs a tokenizer for text canaries: pass tokenizer=... or give the Trainer "
+                    "processing_class=tokenizer"
+                )
+            self.auditor = Auditor(
+                self.canaries,
+                tokenizer,
+                attacks=self.attacks,
+                attack_params=self.attack_params,
+                fprs=self.fprs,
+                confidence=self.confidence,
+                batch_size=self.batch_size,
+                progress=self.progress and is_main,
+            )
+        if self.policy is not None:
+            self.policy.check_compatible(fprs=self.auditor.fprs, confidence=self.auditor.confidence)
+        self.session = AuditSession(
+            self.auditor,
+            self.output_dir or Path(args.output_dir) / DEFAULT_SUBDIR,
+            tensorboard_dir=self._tensorboard_dir(args),
+            jsonl=self.jsonl,
+            policy=self.policy,
+            is_main=is_main,
+        )
+        if state.global_step > 0:
+            self.session.resume(state.global_step)
+        elif len(self.auditor.history):
+            logger.warning("mia_guard: a new training run starts at step 0; the previous audit history is discarded")
+            self.session.start_fresh()
+        if self.audit_on_train_begin:
+            return self._audit(state, control, model)
+        return control
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.every_n_steps is not None and state.global_step % self.every_n_steps == 0:
+            return self._audit(state, control, model)
+        return control
+
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
+        if self.audit_on_evaluate:
+            return self._audit(state, control, model)
+        return control
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if self.session is None:
+            return control
+        if self.audit_on_train_end:
+            control = self._audit(state, control, model)
+        run_info = {
+            "global_step": int(state.global_step),
+            "max_steps": int(state.max_steps),
+            "every_n_steps": self.every_n_steps,
+            "stopped_early": self.stopped_early,
+            "model": type(model).__name__ if model is not None else None,
+        }
+        self.session.finish(run_info)
+        return control
+
+    # ------------------------------------------------------------------ internals
+    def _audit(self, state, control, model):
+        if model is None:
+            raise ValueError("the Trainer passed no model to MIAAuditCallback; it cannot audit")
+        if self.session.audited(state.global_step):
+            return control
+        result, decision = self.session.audit(model, state.global_step)
+        if decision is not None and decision.verdict == "blocked" and self.stop_on_blocked:
+            control.should_training_stop = True
+            self.stopped_early = True
+            if state.is_world_process_zero:
+                logger.warning(
+                    "mia_guard: release gate blocked at step %d; stopping training (stop_on_blocked=True): %s",
+                    result.step,
+                    "; ".join(decision.reasons),
+                )
+        return control
+
+    def _tensorboard_dir(self, args) -> Path | None:
+        if self.tensorboard is False:
+            return None
+        if self.tensorboard is not True:
+            return Path(self.tensorboard)
+        env = os.environ.get("TENSORBOARD_LOGGING_DIR")
+        if env:
+            return Path(env).expanduser()
+        legacy = getattr(args, "logging_dir", None)  # transformers < 5
+        if legacy:
+            return Path(legacy)
+        return Path(args.output_dir) / "runs" / "mia_guard"
+
+
+def _load_policy(policy: Any) -> Any:
+    if policy is None:
+        return None
+    from ..gate import ReleasePolicy
+
+    if isinstance(policy, ReleasePolicy):
+        return policy
+    if isinstance(policy, Mapping):
+        return ReleasePolicy.from_dict(dict(policy))
+    if isinstance(policy, (str, os.PathLike)):
+        return ReleasePolicy.from_toml(policy)
+    raise TypeError(f"policy must be a ReleasePolicy, a dict or a TOML path, got {type(policy).__name__}")
+
+
+def _policy_source(policy: Any) -> Any:
+    """What ``state()`` records to rebuild the policy: the TOML path or the dict (JSON-able)."""
+    if policy is None or isinstance(policy, Mapping):
+        return dict(policy) if policy is not None else None
+    if isinstance(policy, (str, os.PathLike)):
+        return str(policy)
+    to_dict = getattr(policy, "to_dict", None)
+    return to_dict() if callable(to_dict) else None

@@ -1,0 +1,263 @@
+"""AuditSession: audits a model during training and sends each result where it belongs.
+
+Framework-neutral (no transformers import): the Hugging Face callback and plain or
+Accelerate loops only translate their events into :meth:`AuditSession.audit` and
+:meth:`AuditSession.finish`. One audit =
+
+1. unwrap the training wrapper (DDP / DataParallel, Opacus ``GradSampleModule``,
+   ``torch.compile``) and disable Opacus hooks;
+2. score the canaries and evaluate the attacks with every RNG (Python, NumPy, torch
+   CPU and CUDA) saved and restored, so training continues exactly as without the audit
+   (the scoring itself sets eval mode, disables gradients and restores module modes);
+3. on the writing process only: save ``history.json`` (atomically), write TensorBoard
+   and JSONL figures, run the release gate.
+
+Every rank runs steps 1-2 (DDP forward passes and any future gathering need all of
+them); only the process with ``is_main=True`` opens files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+
+from ..audit import Auditor
+from ..audit_result import AuditHistory, AuditResult
+from ..sinks import JsonlSink, TensorBoardSink
+from ..token_stats import TokenStats
+
+logger = logging.getLogger(__name__)
+
+HISTORY_FILE = "history.json"
+CANARY_FILE = "canaries.json"
+JSONL_FILE = "audits.jsonl"
+
+
+# ---------------------------------------------------------------------------- model / RNG guards
+def unwrap_model(model: Any) -> Any:
+    """The module that holds the weights, below DDP / DataParallel, Opacus and ``torch.compile`` wrappers."""
+    parallel = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    for _ in range(16):  # wrappers nest a few levels at most
+        if isinstance(model, parallel):
+            model = model.module
+        elif _is_opacus_wrapper(model):
+            model = model._module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+    raise ValueError(f"could not unwrap {type(model).__name__}: more than 16 nested wrappers")
+
+
+def _is_opacus_wrapper(model: Any) -> bool:
+    return isinstance(getattr(model, "_module", None), torch.nn.Module) and hasattr(model, "disable_hooks")
+
+
+@contextlib.contextmanager
+def opacus_hooks_disabled(model: Any) -> Iterator[None]:
+    """Turn off Opacus per-sample-gradient hooks of every wrapper around ``model``, then restore them."""
+    wrappers = []
+    current = model
+    for _ in range(16):
+        if _is_opacus_wrapper(current):
+            wrappers.append((current, bool(getattr(current, "hooks_enabled", True))))
+            current = current._module
+        elif isinstance(current, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            current = current.module
+        elif isinstance(getattr(current, "_orig_mod", None), torch.nn.Module):
+            current = current._orig_mod
+        else:
+            break
+    for wrapper, _ in wrappers:
+        wrapper.disable_hooks()
+    try:
+        yield
+    finally:
+        for wrapper, enabled in wrappers:
+            if enabled:
+                wrapper.enable_hooks()
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Save and restore the Python, NumPy and torch (CPU and initialized CUDA) RNG states."""
+    python_state = random.getstate()
+    numpy_state = np.random.get_state()
+    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+# ---------------------------------------------------------------------------- session
+class AuditSession:
+    """Audits one training run: results, history file, sinks and release gate.
+
+    Args:
+        auditor: the configured Auditor (its ``history`` is the run's leakage curve).
+        output_dir: where ``history.json``, ``canaries.json``, ``audits.jsonl`` and the
+            report go.
+        tensorboard_dir: TensorBoard logging directory, or ``None`` for no TensorBoard.
+        jsonl: write ``audits.jsonl``.
+        policy: a ``mia_guard.gate.ReleasePolicy`` checked after every audit, or ``None``.
+        is_main: whether this process writes files (rank 0).
+    """
+
+    def __init__(
+        self,
+        auditor: Auditor,
+        output_dir: str | os.PathLike,
+        *,
+        tensorboard_dir: str | os.PathLike | None = None,
+        jsonl: bool = True,
+        policy: Any = None,
+        is_main: bool = True,
+    ) -> None:
+        self.auditor = auditor
+        self.output_dir = Path(output_dir)
+        self.policy = policy
+        self.is_main = is_main
+        self.decisions: dict[int, Any] = {}
+        canaries = auditor.canaries
+        attacks = [a.name for a in auditor.attacks]
+        self.tensorboard = (
+            TensorBoardSink(tensorboard_dir, attacks, auditor.fprs, canaries.is_member)
+            if (is_main and tensorboard_dir is not None)
+            else None
+        )
+        self.jsonl = JsonlSink(self.output_dir / JSONL_FILE) if (is_main and jsonl) else None
+        if is_main:
+            canaries.save(self.output_dir / CANARY_FILE)
+
+    @property
+    def history(self) -> AuditHistory:
+        return self.auditor.history
+
+    @property
+    def history_path(self) -> Path:
+        return self.output_dir / HISTORY_FILE
+
+    @property
+    def canary_path(self) -> Path:
+        return self.output_dir / CANARY_FILE
+
+    @property
+    def last_decision(self) -> Any:
+        last = self.history.last
+        return self.decisions.get(last.step) if last is not None else None
+
+    def audited(self, step: int) -> bool:
+        """Whether the latest audit was at ``step``."""
+        last = self.history.last
+        return last is not None and last.step == step
+
+    def resume(self, step: int) -> None:
+        """Continue the curve of ``history.json`` from a checkpoint at ``step``.
+
+        Audits after ``step`` (from the abandoned part of the run) are dropped, the
+        step-0 statistics become the reference again, and the JSONL file is rewritten
+        to match. Does nothing when no history file exists.
+        """
+        if not self.history_path.exists():
+            return
+        saved = AuditHistory.load(self.history_path)
+        if saved.canary_hash != self.auditor.canaries.content_hash:
+            raise ValueError(
+                f"{self.history_path} belongs to other canaries (hash {saved.canary_hash[:12]}...); "
+                "resume with the canaries of the original run, or use another output_dir"
+            )
+        saved.truncate_after(step)
+        self.auditor.history = saved
+        first = saved.results[0] if saved.results else None
+        if self.auditor.reference_mode == "first_audit" and first is not None and first.stats is not None:
+            self.auditor.set_reference(first.stats)
+        if self.policy is not None:
+            from ..gate import evaluate_result
+
+            self.decisions = {r.step: evaluate_result(self.policy, r) for r in saved}
+        if self.jsonl is not None:
+            self.jsonl.rewrite(saved, {s: d.verdict for s, d in self.decisions.items()})
+        logger.info("mia_guard: resumed the audit history at step %d (%d audits kept)", step, len(saved))
+
+    def start_fresh(self) -> None:
+        """Forget earlier audits (a new run from step 0 reuses this auditor): empty history, no reference."""
+        auditor = self.auditor
+        auditor.history = AuditHistory(
+            auditor.canaries.content_hash, auditor.canaries.is_member, auditor.fprs, auditor.confidence
+        )
+        if auditor.reference_mode == "first_audit":
+            auditor.reference_stats = None
+        self.decisions = {}
+
+    def audit(self, model: Any, step: int) -> tuple[AuditResult, Any]:
+        """Audit ``model`` at ``step``; returns ``(result, gate decision or None)``."""
+        started = time.perf_counter()
+        with preserved_rng(), opacus_hooks_disabled(model):
+            stats = self.gather(self.auditor.score(unwrap_model(model)))
+            result = self.auditor.evaluate(stats, step, scoring_seconds=time.perf_counter() - started)
+        decision = None
+        if self.policy is not None:
+            from ..gate import evaluate_result
+
+            decision = evaluate_result(self.policy, result)
+            self.decisions[result.step] = decision
+        if self.is_main:
+            self._publish(result, decision)
+        return result, decision
+
+    def gather(self, stats: TokenStats) -> TokenStats:
+        """The seam for distributed audits.
+
+        Today every rank scores every canary, so ``stats`` is already complete on each
+        rank. A distributed version splits the canaries across ranks and all-gathers
+        the rows here (returned in canary order).
+        """
+        return stats
+
+    def finish(self, run_info: Mapping[str, Any] | None = None) -> dict[str, Path]:
+        """Final outputs (main process): the ROC image, the report files; closes the sinks."""
+        last = self.history.last
+        paths: dict[str, Path] = {}
+        if self.is_main and last is not None:
+            if self.tensorboard is not None:
+                self.tensorboard.write_roc(self.history)
+            from ..report import write_report
+
+            paths = write_report(
+                self.history,
+                self.output_dir,
+                canaries=self.auditor.canaries,
+                decision=self.last_decision,
+                run_info=dict(run_info or {}),
+            )
+        self.close()
+        return paths
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+    # ------------------------------------------------------------------ internals
+    def _publish(self, result: AuditResult, decision: Any) -> None:
+        self.history.save(self.history_path)
+        verdict = decision.verdict if decision is not None else None
+        if self.tensorboard is not None:
+            self.tensorboard.write_audit(result)
+            if decision is not None:
+                self.tensorboard.write_decision(decision, result.step)
+        if self.jsonl is not None:
+            self.jsonl.write(result, verdict)
+        logger.info("mia_guard audit at step %d:\n%s", result.step, result.table())
+        if decision is not None:
+            logger.info("mia_guard release gate at step %d: %s", result.step, verdict)
