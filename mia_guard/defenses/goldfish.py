@@ -65,7 +65,7 @@ def _context_hash(input_ids: torch.Tensor, h: int, key: int, present: torch.Tens
     codes = input_ids.long() & _MASK32
     if present is not None:
         codes = torch.where(present, codes, torch.full_like(codes, _SENTINEL))
-    # Shift codes by one so the sentinel maps to 0 and token ids to 1 .. 2**32.
+    # Shift by one: the sentinel becomes 0, token ids (mod 2**32) 1 .. 2**32 - 1 (id 2**32 - 1 would wrap to 0).
     codes = (codes + 1) & _MASK32
     batch, length = codes.shape
     padded = torch.cat([codes.new_zeros(batch, h), codes], dim=1)  # zeros = sentinel
