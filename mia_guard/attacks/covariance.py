@@ -201,6 +201,9 @@ def _fit_ledoit_wolf(residuals: np.ndarray, mask: np.ndarray) -> DenseCovariance
     if residuals.shape[0] < 2:
         raise ValueError(f"ledoit_wolf needs at least 2 residual rows, got {residuals.shape[0]}")
     cov, shrinkage = ledoit_wolf(residuals, assume_centered=True)
+    if np.trace(cov) <= 0.0:
+        _warn_no_spread()
+        return DenseCovariance(np.eye(cov.shape[0]), 1.0)
     return DenseCovariance(cov, shrinkage)
 
 
@@ -210,17 +213,21 @@ def _position_std(residuals: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, 
     sums = (residuals**2).sum(axis=0)
     total = int(counts.sum())
     if total == 0 or sums.sum() <= 0.0:
-        warnings.warn(
-            "no within-class variation to estimate a covariance from (too few canaries, or the "
-            "statistic is constant); using unit variance, so scores are plain squared distances",
-            UserWarning,
-            stacklevel=3,
-        )
+        _warn_no_spread()
         return np.ones(residuals.shape[1]), 1.0
     pooled_var = sums.sum() / total
     var = np.where(counts >= 2, sums / np.maximum(counts, 1), pooled_var)
     var = np.maximum(var, RELATIVE_VARIANCE_FLOOR * pooled_var)
     return np.sqrt(var), float(np.sqrt(pooled_var))
+
+
+def _warn_no_spread() -> None:
+    warnings.warn(
+        "no within-class variation to estimate a covariance from (too few canaries, or the "
+        "statistic is constant); using unit variance, so scores are plain squared distances",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def _lag1_correlation(z: np.ndarray, mask: np.ndarray) -> float:
