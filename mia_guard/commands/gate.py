@@ -1,0 +1,35 @@
+"""``mia-guard gate``: judge a report against a release policy; the exit code is the verdict."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "gate",
+        help="decide from a report whether a model may be released (exit 0 release, 1 blocked, 2 cannot decide)",
+        description="Judge the final audit of REPORT against a release policy on the bounds of its confidence "
+        "intervals. Exit codes: 0 release; 1 blocked (also when a check is inconclusive and the policy blocks "
+        "on it); 2 cannot decide: missing or corrupt report, invalid policy (fails closed). "
+        "See docs/gate.md.",
+    )
+    parser.add_argument("report", type=Path, help="report.json written by `mia-guard report` (or its directory)")
+    parser.add_argument(
+        "--policy", required=True, type=Path,
+        help="release policy TOML (a commented example ships as mia_guard/data/release_policy.toml)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the decision as JSON instead of the explanation")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..gate import ReleasePolicy, evaluate_report
+    from ..report import load_report
+
+    policy = ReleasePolicy.from_toml(args.policy)
+    decision = evaluate_report(policy, load_report(args.report))
+    print(json.dumps(decision.to_dict(), indent=2) if args.json else decision.explain())
+    return decision.exit_code
