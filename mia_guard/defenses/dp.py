@@ -1,0 +1,54 @@
+"""DP-SGD for Hugging Face causal LMs: Opacus inside the ``Trainer``.
+
+Public API::
+
+    from mia_guard.defenses.dp import DPConfig, DPTrainer
+
+    trainer = DPTrainer(model=model, args=TrainingArguments(..., per_device_train_batch_size=16,
+                        gradient_accumulation_steps=4), train_dataset=rows, data_collator=collator,
+                        dp_config=DPConfig(target_epsilon=8.0, max_grad_norm=1.0))
+    trainer.train()
+    trainer.dp_epsilon()        # ε spent; also logged as dp/epsilon at every logging step
+    trainer.dp_summary()        # JSON-able record for the audit report
+
+For code that runs the model between steps (the audit callback):
+:func:`opacus_hooks_disabled` and :func:`unwrap_dp_model`. Models Opacus cannot handle
+raise :class:`DPIncompatibleModelError` with Opacus' validator message and the fix.
+
+Modules: :mod:`.dp_config` (settings), :mod:`.dp_sampling` (Poisson micro-batches),
+:mod:`.dp_loss` (per-sample loss, batched position ids), :mod:`.dp_model` (validation,
+hooks, Conv1D samplers), :mod:`.dp_clipping` (clip per physical batch, noise per logical
+batch), :mod:`.dp_accounting` (ε), :mod:`.dp_trainer` (the Trainer subclass).
+"""
+
+from __future__ import annotations
+
+from .dp_accounting import PrivacyLedger, calibrate_noise_multiplier
+from .dp_config import ACCOUNTANTS, GRAD_SAMPLE_MODES, DPConfig
+from .dp_loss import causal_lm_per_sample_loss, dp_forward_inputs
+from .dp_model import (
+    DPIncompatibleModelError,
+    attach_grad_sample_hooks,
+    opacus_hooks_disabled,
+    register_hf_grad_samplers,
+    unwrap_dp_model,
+    validate_for_dp,
+)
+from .dp_trainer import DPTrainer
+
+__all__ = [
+    "ACCOUNTANTS",
+    "GRAD_SAMPLE_MODES",
+    "DPConfig",
+    "DPIncompatibleModelError",
+    "DPTrainer",
+    "PrivacyLedger",
+    "attach_grad_sample_hooks",
+    "calibrate_noise_multiplier",
+    "causal_lm_per_sample_loss",
+    "dp_forward_inputs",
+    "opacus_hooks_disabled",
+    "register_hf_grad_samplers",
+    "unwrap_dp_model",
+    "validate_for_dp",
+]
