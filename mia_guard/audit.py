@@ -7,9 +7,11 @@ model). Distributed code gathers statistics from every rank and calls ``evaluate
 
 from __future__ import annotations
 
+import importlib
 import time
 import warnings
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -21,6 +23,38 @@ from .encoding import encode_canaries
 from .metrics import mean_with_ci, summarize_attack
 from .scoring import score_tokens
 from .token_stats import TokenStats
+
+#: name -> fn(AnalysisInput) -> JSON-able dict, stored in ``AuditResult.extras[name]``.
+ANALYSES: dict[str, Callable[["AnalysisInput"], dict]] = {}
+
+
+@dataclass(frozen=True)
+class AnalysisInput:
+    """What an analysis (a figure group beyond per-attack metrics, e.g. privacy bounds) reads.
+
+    ``scores`` hold one array per attack over *all* canaries (NaN where ``valid`` is False).
+    """
+
+    stats: TokenStats
+    scores: Mapping[str, np.ndarray]
+    metrics: Mapping[str, Any]
+    is_member: np.ndarray
+    valid: np.ndarray
+    canaries: CanarySet
+    step: int
+    confidence: float
+    options: Mapping[str, Any]
+    seed: int
+
+
+def register_analysis(name: str) -> Callable:
+    """Decorator: register ``fn(AnalysisInput) -> dict`` as an analysis the Auditor can run."""
+
+    def decorator(fn: Callable[[AnalysisInput], dict]) -> Callable[[AnalysisInput], dict]:
+        ANALYSES[name] = fn
+        return fn
+
+    return decorator
 
 DEFAULT_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference")
 DEFAULT_FPRS = (0.001, 0.01, 0.1)
@@ -44,6 +78,8 @@ class Auditor:
         prefix_tokens: leave this many leading tokens of text/token canaries unscored.
         n_folds: cross-fitting folds for attacks that learn from labels.
         seed: seed for folds and bootstrap intervals.
+        analyses: names of registered analyses to run after the attacks (results in
+            ``AuditResult.extras[name]``), with ``analysis_options`` passed to each.
     """
 
     def __init__(
@@ -63,6 +99,8 @@ class Auditor:
         prefix_tokens: int = 0,
         n_folds: int = 5,
         seed: int = 0,
+        analyses: Sequence[str] = (),
+        analysis_options: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(canaries, CanarySet):
             raise TypeError(f"canaries must be a mia_guard.CanarySet, got {type(canaries).__name__}")
@@ -90,6 +128,12 @@ class Auditor:
         self.scoring_options = dict(batch_size=batch_size, chunk_size=chunk_size, device=device, progress=progress)
         self.n_folds = n_folds
         self.seed = seed
+        _load_builtin_analyses()
+        unknown_analyses = [a for a in analyses if a not in ANALYSES]
+        if unknown_analyses:
+            raise ValueError(f"unknown analyses {unknown_analyses}; available: {sorted(ANALYSES)}")
+        self.analyses = tuple(analyses)
+        self.analysis_options = dict(analysis_options or {})
         self.history = AuditHistory(canaries.content_hash, canaries.is_member, self.fprs, confidence)
 
     # ------------------------------------------------------------------ public
@@ -146,6 +190,13 @@ class Auditor:
             metrics[attack.name] = summarize_attack(
                 attack.name, valid_scores, is_member[valid], self.fprs, self.confidence, seed=self.seed
             )
+        extras = {
+            name: ANALYSES[name](
+                AnalysisInput(stats, scores, metrics, is_member, valid, self.canaries, int(step), self.confidence,
+                              self.analysis_options, self.seed)
+            )
+            for name in self.analyses
+        }
         per_canary_nll = stats.masked_mean("nll")
         result = AuditResult(
             step=int(step),
@@ -158,6 +209,7 @@ class Auditor:
             invalid_canaries=np.flatnonzero(~valid).tolist(),
             seconds={"scoring": scoring_seconds, "attacks": time.perf_counter() - started},
             stats=stats,
+            extras=extras,
         )
         self.history.append(result)
         return result
@@ -176,3 +228,12 @@ class Auditor:
             n_folds=self.n_folds,
             seed=self.seed,
         )
+
+
+#: Modules whose import registers the built-in analyses (optional ones may be absent).
+BUILTIN_ANALYSIS_MODULES: tuple[str, ...] = ()
+
+
+def _load_builtin_analyses() -> None:
+    for module in BUILTIN_ANALYSIS_MODULES:
+        importlib.import_module(module)
