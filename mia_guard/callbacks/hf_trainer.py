@@ -145,6 +145,7 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
         self.auditor = auditor
         self.session: AuditSession | None = None
         self.stopped_early = False
+        self.report_paths: dict[str, Path] = {}
 
     # ------------------------------------------------------------------ public views
     @property
@@ -245,7 +246,7 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
             "stopped_early": self.stopped_early,
             "model": type(model).__name__ if model is not None else None,
         }
-        self.session.finish(run_info)
+        self.report_paths = self.session.finish(run_info)
         return control
 
     # ------------------------------------------------------------------ internals
