@@ -129,6 +129,20 @@ def build_training_rows(config: DemoConfig, tokenizer: Any) -> tuple[Any, list[d
     return canaries, tokenize(texts, tokenizer, MAX_LENGTH)
 
 
+def build_callback(config: DemoConfig, canaries: Any, tokenizer: Any) -> MIAAuditCallback:
+    """The demo's audit callback: every ``config.every`` steps, judged by the bundled example policy."""
+    return MIAAuditCallback(
+        canaries,
+        tokenizer,
+        every_n_steps=config.every,
+        attacks=config.attacks,
+        output_dir=config.output_dir / "mia",
+        tensorboard=config.output_dir / "tensorboard",
+        policy=ReleasePolicy.from_toml(example_policy_path()),
+        progress=config.progress,
+    )
+
+
 def build_trainer(config: DemoConfig, callbacks: Sequence[Any], rows: list[dict], tokenizer: Any, device: str) -> Any:
     """The Trainer of the demo: constant learning rate, TensorBoard logging into ``<output_dir>/tensorboard``."""
     from torch.utils.tensorboard import SummaryWriter
@@ -180,16 +194,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoOut
         f"each, {len(canaries) - n_members} held out) in {config.corpus_chunks} chunks of Python stdlib source; "
         f"GPT-2 {config.n_layer} layers x {config.n_embd} on {device}, {config.steps} steps, audit every {config.every}"
     )
-    callback = MIAAuditCallback(
-        canaries,
-        tokenizer,
-        every_n_steps=config.every,
-        attacks=config.attacks,
-        output_dir=config.output_dir / "mia",
-        tensorboard=config.output_dir / "tensorboard",
-        policy=ReleasePolicy.from_toml(example_policy_path()),
-        progress=config.progress,
-    )
+    callback = build_callback(config, canaries, tokenizer)
     trainer = build_trainer(config, [callback], rows, tokenizer, device)
     setup_seconds = time.perf_counter() - started
     with _echo_audits(echo, config.progress):
