@@ -14,7 +14,13 @@ from mia_guard import attacks
 from mia_guard.attacks import AttackContext
 from mia_guard.attacks.covariance import fit_covariance, ledoit_wolf, pooled_residuals, robust_cholesky
 from mia_guard.attacks.multirun import multi_run_sequence_lira
-from mia_guard.attacks.sequence_lira import fit_sequence_gaussians, gls_shift, mvn_logpdf, score_sequence
+from mia_guard.attacks.sequence_lira import (
+    fit_sequence_gaussians,
+    gls_shift,
+    mvn_logpdf,
+    score_sequence,
+    shrink_to_mean,
+)
 
 LENGTH = 12
 RHO = 0.8
@@ -95,6 +101,33 @@ def test_gaussian_pieces_match_scipy_and_gls_shift_is_standard_normal_for_non_me
     # a common upward shift d moves every score by d * sqrt(1' Σ⁻¹ 1) > 0 (the member side)
     expected = 0.5 * np.sqrt(np.sum(np.linalg.inv(cov.matrix(6))))
     np.testing.assert_allclose(gls_shift(residuals + 0.5, lengths, cov) - shift, expected)
+
+
+def test_shrink_to_mean_collapses_equal_values_and_keeps_distinct_ones():
+    rng = np.random.default_rng(7)
+    noise_var = np.full(12, 0.01)
+    equal = 0.3 + 0.1 * rng.standard_normal(12)  # all true values 0.3, seen with noise
+    np.testing.assert_allclose(shrink_to_mean(equal, noise_var), equal.mean(), atol=0.03)
+    distinct = np.r_[np.zeros(6), np.ones(6)] + 0.1 * rng.standard_normal(12)
+    shrunk = shrink_to_mean(distinct, noise_var)
+    assert np.all(np.abs(shrunk - distinct) < 0.05)  # moved by ~4% of a 0.5 deviation
+    unobserved = shrink_to_mean(distinct, noise_var, observed=np.arange(12) != 0)
+    assert unobserved[0] == pytest.approx(distinct[1:].mean())
+
+
+def test_gap_shrinkage_removes_the_estimation_cost_of_a_uniform_weak_gain():
+    """Members gain a little on every token: without shrinkage the fitted per-position
+    gaps are mostly noise and the score loses to the loss; with it, it matches the loss."""
+    shrunk, raw, loss = [], [], []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        is_member = random_split(rng, 200)
+        ctx = AttackContext(token_stats(rng.standard_normal((200, LENGTH)) + 0.25 * is_member[:, None]), is_member=is_member)
+        shrunk.append(auc(ctx, is_member, "seq_lira", pooled=True))
+        raw.append(auc(ctx, is_member, "seq_lira", pooled=True, shrink_gap=False))
+        loss.append(auc(ctx, is_member, "loss"))
+    assert np.mean(shrunk) >= np.mean(raw) + 0.01
+    assert np.mean(shrunk) >= np.mean(loss) - 0.015
 
 
 # ---------------------------------------------------------------------- the attack

@@ -49,7 +49,7 @@ from .covariance import (
     pooled_residuals,
 )
 from .lira import OFFLINE_OUTPUTS, statistic_matrix
-from .sequence_lira import MIN_CANARIES_PER_CLASS, gls_shift, mvn_logpdf
+from .sequence_lira import MIN_CANARIES_PER_CLASS, gls_shift, mvn_logpdf, shrink_to_mean
 
 ReferenceRuns = Sequence[tuple[TokenStats, np.ndarray]]
 VARIANCES = ("global", "per_example")
@@ -114,26 +114,17 @@ def _canary_class_means(values: np.ndarray, labels: np.ndarray, classes: tuple[b
     return {label: means[label] for label in classes}
 
 
-def _shrunk_gap(
-    means: dict[bool, np.ndarray], labels: np.ndarray, variance: np.ndarray
-) -> np.ndarray:
-    """Empirical-Bayes shrinkage of each canary's IN-OUT gap, ``[N, T]`` (module docstring).
+def _shrunk_gap(means: dict[bool, np.ndarray], labels: np.ndarray, variance: np.ndarray) -> np.ndarray:
+    """Each canary's IN-OUT gap ``[N, T]`` shrunk towards the mean gap over canaries (module docstring).
 
     Args:
         means: per-canary class means ``{True: [N, T], False: [N, T]}``.
         labels: bool ``[K, N]`` membership in each reference run.
         variance: ``[T]`` per-position variance of one run's statistic around its class mean.
     """
-    gap = means[True] - means[False]
     n_in, n_out = labels.sum(axis=0), (~labels).sum(axis=0)
-    observed = (n_in > 0) & (n_out > 0)
-    if observed.sum() < 2:
-        return gap
     noise = variance[None, :] * (1.0 / np.maximum(n_in, 1) + 1.0 / np.maximum(n_out, 1))[:, None]
-    mean_gap = gap[observed].mean(axis=0)
-    between = np.maximum(gap[observed].var(axis=0, ddof=1) - noise[observed].mean(axis=0), 0.0)
-    weight = np.where(observed[:, None], between / np.maximum(between + noise, 1e-300), 0.0)
-    return mean_gap + weight * (gap - mean_gap)
+    return shrink_to_mean(means[True] - means[False], noise, (n_in > 0) & (n_out > 0))
 
 
 def _residual_rows(
