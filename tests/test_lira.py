@@ -22,7 +22,8 @@ def shifted(seed: int, n: int, shift: float, member_scale: float = 1.0, length: 
     rng = np.random.default_rng(seed)
     is_member = random_split(rng, n)
     value = rng.standard_normal(n) * np.where(is_member, member_scale, 1.0) + shift * is_member
-    return AttackContext(token_stats(np.repeat(value[:, None], length, axis=1)), is_member=is_member, seed=seed), is_member
+    stats = token_stats(np.repeat(value[:, None], length, axis=1))
+    return AttackContext(stats, is_member=is_member, seed=seed), is_member
 
 
 def test_statistic_matrix_orientation_reference_difference_and_padding():
@@ -83,7 +84,8 @@ def test_reference_calibration_removes_canary_difficulty():
     is_member = random_split(rng, 400)
     difficulty = 3.0 * rng.standard_normal((400, 1))
     reference = token_stats(np.repeat(difficulty + 0.3 * rng.standard_normal((400, 1)), 4, axis=1))
-    audited = token_stats(np.repeat(difficulty + 0.3 * rng.standard_normal((400, 1)) + 0.4 * is_member[:, None], 4, axis=1))
+    gained = difficulty + 0.3 * rng.standard_normal((400, 1)) + 0.4 * is_member[:, None]
+    audited = token_stats(np.repeat(gained, 4, axis=1))
     ctx = AttackContext(audited, reference=reference, is_member=is_member)
     assert auc(ctx, is_member, "lira_online_ref") >= auc(ctx, is_member, "lira_online") + 0.2
     assert "reference" in attacks.get("lira_online_ref").needs
@@ -95,7 +97,8 @@ def test_constant_and_tiny_inputs_give_finite_scores_and_a_warning():
     for name in ("lira_online", "lira_offline"):
         with pytest.warns(UserWarning, match="unit variance"):
             assert np.isfinite(attacks.get(name)(constant)).all()
-    tiny = AttackContext(token_stats(np.array([[0.1], [0.7], [-0.3], [0.2]])), is_member=np.array([1, 0, 1, 0], bool), n_folds=2)
+    tiny_stats = token_stats(np.array([[0.1], [0.7], [-0.3], [0.2]]))
+    tiny = AttackContext(tiny_stats, is_member=np.array([1, 0, 1, 0], bool), n_folds=2)
     with pytest.warns(UserWarning, match="unit variance"):
         assert np.isfinite(attacks.get("lira_online")(tiny)).all()
 

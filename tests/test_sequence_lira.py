@@ -90,11 +90,13 @@ def test_pooled_residuals_are_unbiased_for_the_variance():
 
 def test_gaussian_pieces_match_scipy_and_gls_shift_is_standard_normal_for_non_members():
     rng = np.random.default_rng(3)
-    cov = fit_covariance(*pooled_residuals(ar1_noise(rng, 4000, 6, 0.6), np.ones((4000, 6), bool), np.zeros(4000)), "ledoit_wolf")
+    sample = ar1_noise(rng, 4000, 6, 0.6)
+    cov = fit_covariance(*pooled_residuals(sample, np.ones((4000, 6), bool), np.zeros(4000)), "ledoit_wolf")
     residuals = rng.multivariate_normal(np.zeros(6), cov.matrix(6), size=4000)
     lengths = np.full(4000, 6)
     np.testing.assert_allclose(
-        mvn_logpdf(residuals[:5], lengths[:5], cov), multivariate_normal(np.zeros(6), cov.matrix(6)).logpdf(residuals[:5])
+        mvn_logpdf(residuals[:5], lengths[:5], cov),
+        multivariate_normal(np.zeros(6), cov.matrix(6)).logpdf(residuals[:5]),
     )
     shift = gls_shift(residuals, lengths, cov)
     assert abs(shift.mean()) < 0.05 and shift.std() == pytest.approx(1.0, abs=0.05)
@@ -122,7 +124,8 @@ def test_gap_shrinkage_removes_the_estimation_cost_of_a_uniform_weak_gain():
     for seed in range(10):
         rng = np.random.default_rng(seed)
         is_member = random_split(rng, 200)
-        ctx = AttackContext(token_stats(rng.standard_normal((200, LENGTH)) + 0.25 * is_member[:, None]), is_member=is_member)
+        values = rng.standard_normal((200, LENGTH)) + 0.25 * is_member[:, None]
+        ctx = AttackContext(token_stats(values), is_member=is_member)
         shrunk.append(auc(ctx, is_member, "seq_lira", pooled=True))
         raw.append(auc(ctx, is_member, "seq_lira", pooled=True, shrink_gap=False))
         loss.append(auc(ctx, is_member, "loss"))

@@ -324,7 +324,7 @@ def seq_lira(
     pooled: bool = False,
     shrink_gap: bool = True,
 ) -> np.ndarray:
-    """Online sequence LiRA: IN/OUT multivariate Gaussians over per-token statistics (Ledoit–Wolf Σ, cross-fitted)."""
+    """Online sequence LiRA: IN/OUT multivariate Gaussians over per-token statistics (Ledoit–Wolf, cross-fitted)."""
     return _run(ctx, statistic, None, online=True, covariance=covariance, pooled=pooled, shrink_gap=shrink_gap)
 
 
