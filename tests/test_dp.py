@@ -18,6 +18,7 @@ from mia_guard.defenses.dp import (
     PrivacyLedger,
     attach_grad_sample_hooks,
     causal_lm_per_sample_loss,
+    detach_grad_sample_hooks,
     dp_forward_inputs,
     opacus_hooks_disabled,
     unwrap_dp_model,
@@ -54,7 +55,7 @@ def make_trainer(tmp_path, dp_config, *, rows=None, model=None, batch=4, accumul
         learning_rate=kwargs.pop("learning_rate", 5e-3),
         logging_steps=kwargs.pop("logging_steps", 2),
         report_to=kwargs.pop("report_to", []),
-        save_strategy="no",
+        save_strategy=kwargs.pop("save_strategy", "no"),
         use_cpu=True,
         disable_tqdm=True,
         seed=0,
@@ -130,12 +131,15 @@ def test_ghost_mode_refuses_tied_embeddings_and_says_how_to_untie(tmp_path):
         make_trainer(tmp_path, DPConfig(noise_multiplier=1.0, grad_sample_mode="ghost"))
 
 
-def test_target_epsilon_picks_noise_that_reaches_it(tmp_path):
+def test_target_epsilon_picks_noise_that_reaches_it_and_caps_training(tmp_path):
     trainer = make_trainer(tmp_path, DPConfig(target_epsilon=3.0, accountant="rdp"), max_steps=6)
     trainer.train()
     sigma = trainer.dp_summary()["noise_multiplier"]
+    assert trainer.state.global_step == 6
     assert 3.0 - 0.05 <= trainer.dp_epsilon() <= 3.0
     assert trainer.dp_epsilon() == pytest.approx(independent_epsilon("rdp", sigma, 0.2, 6, 1 / 400), rel=1e-9)
+    with pytest.raises(ValueError, match="allows no further step"):
+        trainer.train()  # a second run on the same data would spend more than the target
 
 
 def test_max_epsilon_stops_before_the_budget_is_exceeded(tmp_path):
@@ -177,6 +181,25 @@ def test_gradient_accumulation_is_one_noisy_step_per_logical_batch(tmp_path):
     assert trainer.state.global_step == 6 and counter.steps == 6 and counter.substeps == 6 * 2
     summary = trainer.dp_summary()
     assert summary["history"] == [[1.0, 6 / 36, 6]] and summary["logical_batch_size"] == 6
+
+
+def test_without_poisson_sampling_the_trainers_batches_are_accounted(tmp_path):
+    # N=40, B=4, k=2: the Trainer's 10 shuffled batches make 5 steps, accounted at q = 8/40
+    trainer = make_trainer(
+        tmp_path, DPConfig(noise_multiplier=1.0, accountant="rdp", poisson_sampling=False), max_steps=-1,
+        num_train_epochs=1,
+    )
+    trainer.train()
+    assert trainer.state.global_step == 5 and trainer.dp_summary()["history"] == [[1.0, 0.2, 5]]
+
+
+def test_resuming_from_a_checkpoint_keeps_counting_epsilon(tmp_path):
+    config = DPConfig(noise_multiplier=1.0, accountant="rdp")
+    make_trainer(tmp_path, config, max_steps=4, save_strategy="steps", save_steps=2).train()
+    resumed = make_trainer(tmp_path, config, max_steps=4)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2"))
+    assert resumed.state.global_step == 4 and resumed.dp_summary()["steps"] == 4
+    assert resumed.dp_epsilon() == pytest.approx(independent_epsilon("rdp", 1.0, 0.2, 4, 1 / 400), rel=1e-9)
 
 
 def test_empty_poisson_batches_take_a_noise_only_step(tmp_path):
@@ -237,7 +260,7 @@ def test_per_sample_gradients_are_exact_with_tied_embeddings_and_conv1d():
     batch = padded_batch()
     hooks = attach_grad_sample_hooks(model, mode="hooks", max_grad_norm=1.0)
     per_sample = causal_lm_per_sample_loss(model(**dp_forward_inputs(model, batch)).logits, batch["labels"])
-    per_sample.mean().backward()
+    per_sample.sum().backward()  # DPTrainer's convention: hooks in "sum" mode
     opacus = {n: p.grad_sample.clone() for n, p in model.named_parameters()}
     hooks.disable_hooks()
     truth = individual_gradients(model, batch)
@@ -246,8 +269,8 @@ def test_per_sample_gradients_are_exact_with_tied_embeddings_and_conv1d():
         torch.testing.assert_close(opacus[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize("mode,tie", [("hooks", True), ("ghost", False)])
-def test_each_example_is_clipped_to_max_grad_norm(mode, tie):
+@pytest.mark.parametrize("mode,tie,prune", [("hooks", True, True), ("hooks", True, False), ("ghost", False, True)])
+def test_each_example_is_clipped_to_max_grad_norm(mode, tie, prune):
     clip = 0.05  # below every raw per-example norm here
     model = gpt2(tie=tie).train()
     batch = padded_batch()
@@ -255,7 +278,7 @@ def test_each_example_is_clipped_to_max_grad_norm(mode, tie):
     hooks = attach_grad_sample_hooks(model, mode=mode, max_grad_norm=clip)
     cls = DPOptimizerFastGradientClipping if mode == "ghost" else DPOptimizer
     optimizer = cls(torch.optim.SGD(model.parameters(), lr=0.1), noise_multiplier=1.0, max_grad_norm=clip, expected_batch_size=3)
-    clipper = PerSampleClipper(hooks, optimizer)
+    clipper = PerSampleClipper(model, hooks, optimizer, prune_backward=prune)
 
     names = [n for n, _ in model.named_parameters()]
     raw_norms = torch.stack([torch.cat([truth[n][i].flatten() for n in names]).norm() for i in range(3)])
@@ -274,6 +297,34 @@ def test_each_example_is_clipped_to_max_grad_norm(mode, tie):
         torch.testing.assert_close(p.summed_grad, expected, rtol=1e-3, atol=1e-7, msg=name)
 
 
+class _SideInputModel(torch.nn.Module):
+    """Token embedding plus a layer on a float side input that never passes the embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(10, 4)
+        self.side = torch.nn.Linear(3, 4)
+        self.head = torch.nn.Linear(4, 1)
+
+    def forward(self, ids, extra):
+        return self.head(self.embed(ids).mean(1) + self.side(extra)).squeeze(-1)
+
+
+@pytest.mark.parametrize("prune", [True, False])
+def test_pruned_backward_reports_parameters_it_cannot_reach(prune):
+    model = _SideInputModel()
+    hooks = attach_grad_sample_hooks(model, mode="hooks", max_grad_norm=1.0)
+    optimizer = DPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=2)
+    clipper = PerSampleClipper(model, hooks, optimizer, prune_backward=prune)
+    loss = model(torch.tensor([[1, 2], [3, 4]]), torch.randn(2, 3)) ** 2
+    if prune:
+        with pytest.raises(RuntimeError, match=r"side\.weight.*prune_backward=False"):
+            clipper.backward(loss)
+    else:
+        clipper.backward(loss)
+        assert all(p.summed_grad is not None for p in model.parameters())
+
+
 # ---- running the model between steps (the audit callback) ---------------------------------------
 
 
@@ -285,7 +336,7 @@ def test_no_grad_eval_forward_between_steps_leaves_per_sample_gradients_unchange
         attach_grad_sample_hooks(model, mode="hooks", max_grad_norm=1.0)
         interleave(model)
         per_sample = causal_lm_per_sample_loss(model(**dp_forward_inputs(model, batch)).logits, batch["labels"])
-        per_sample.mean().backward()
+        per_sample.sum().backward()
         return [p.grad_sample.clone() for p in model.parameters()]
 
     def audit_no_grad(model):
@@ -337,6 +388,16 @@ def test_audit_callback_in_a_dp_run_changes_nothing(tmp_path):
 
     for a, b in zip(run(True), run(False)):
         assert torch.equal(a, b)
+
+
+def test_detached_model_records_no_per_sample_gradients():
+    model = gpt2().train()
+    attach_grad_sample_hooks(model, mode="hooks", max_grad_norm=1.0)
+    assert detach_grad_sample_hooks(model) is model
+    batch = padded_batch()
+    causal_lm_per_sample_loss(model(**dp_forward_inputs(model, batch)).logits, batch["labels"]).sum().backward()
+    assert not any(hasattr(p, "grad_sample") for p in model.parameters())
+    attach_grad_sample_hooks(model, mode="hooks", max_grad_norm=1.0)  # can be prepared again
 
 
 def test_unwrap_dp_model_returns_the_hf_model():

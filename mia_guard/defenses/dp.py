@@ -12,7 +12,8 @@ Public API::
     trainer.dp_summary()        # JSON-able record for the audit report
 
 For code that runs the model between steps (the audit callback):
-:func:`opacus_hooks_disabled` and :func:`unwrap_dp_model`. Models Opacus cannot handle
+:func:`opacus_hooks_disabled` and :func:`unwrap_dp_model`; :func:`detach_grad_sample_hooks`
+takes the hooks off a model that is done with DP training. Models Opacus cannot handle
 raise :class:`DPIncompatibleModelError` with Opacus' validator message and the fix.
 
 Modules: :mod:`.dp_config` (settings), :mod:`.dp_sampling` (Poisson micro-batches),
@@ -29,6 +30,7 @@ from .dp_loss import causal_lm_per_sample_loss, dp_forward_inputs
 from .dp_model import (
     DPIncompatibleModelError,
     attach_grad_sample_hooks,
+    detach_grad_sample_hooks,
     opacus_hooks_disabled,
     register_hf_grad_samplers,
     unwrap_dp_model,
@@ -46,6 +48,7 @@ __all__ = [
     "attach_grad_sample_hooks",
     "calibrate_noise_multiplier",
     "causal_lm_per_sample_loss",
+    "detach_grad_sample_hooks",
     "dp_forward_inputs",
     "opacus_hooks_disabled",
     "register_hf_grad_samplers",

@@ -24,11 +24,11 @@ class DPConfig:
 
     Give exactly one of ``target_epsilon`` (the noise multiplier is then calibrated so that
     the whole planned run, ``TrainingArguments.max_steps`` or its epochs, spends at most
-    that ε) or ``noise_multiplier`` (σ: noise std = σ · ``max_grad_norm`` on the sum of
-    clipped per-sample gradients of one logical batch).
+    that ε, and training never goes beyond it) or ``noise_multiplier`` (σ: noise std =
+    σ · ``max_grad_norm`` on the sum of clipped per-sample gradients of one logical batch).
 
     Attributes:
-        target_epsilon: ε the planned run must not exceed (calibration tolerance 0.01).
+        target_epsilon: ε the planned run reaches (within 0.01 below) and training never exceeds.
         noise_multiplier: σ, used as given.
         delta: δ of the (ε, δ) guarantee. ``None`` = ``1 / (10 N)`` for ``N`` training
             examples: a factor 10 below ``1/N``, so "publish one random record" is not
@@ -42,6 +42,10 @@ class DPConfig:
             Trainer's shuffled fixed-size batches; ε is then only an approximation.
         grad_sample_mode: one of :data:`GRAD_SAMPLE_MODES`. Opacus' ``"ew"`` (expanded
             weights) is not offered: it fails on Hugging Face models.
+        prune_backward: let the backward that feeds Opacus' hooks skip the weight
+            gradients they do not need (~15% faster steps on the demo model, identical
+            per-sample gradients; see :mod:`.dp_clipping`). Turn off only if told to by the
+            error about parameters that reach the loss without passing the embeddings.
     """
 
     target_epsilon: float | None = None
@@ -52,6 +56,7 @@ class DPConfig:
     accountant: str = "prv"
     poisson_sampling: bool = True
     grad_sample_mode: str = "hooks"
+    prune_backward: bool = True
 
     def __post_init__(self) -> None:
         if (self.target_epsilon is None) == (self.noise_multiplier is None):

@@ -1,8 +1,9 @@
 """Preparing a Hugging Face model for per-sample gradients, and getting at it again.
 
 - :func:`validate_for_dp`: Opacus' validator verdict, plus what to do about it.
-- :func:`attach_grad_sample_hooks`: Opacus hooks on the model itself (no wrapper module,
-  so ``trainer.model`` stays the Hugging Face model and ``save_pretrained`` works).
+- :func:`attach_grad_sample_hooks` / :func:`detach_grad_sample_hooks`: Opacus hooks on the
+  model itself (no wrapper module, so ``trainer.model`` stays the Hugging Face model and
+  ``save_pretrained`` works).
 - :func:`opacus_hooks_disabled` / :func:`unwrap_dp_model`: for code that runs the model
   between training steps (the audit callback).
 - :func:`register_hf_grad_samplers`: exact per-sample gradient and norm rules for
@@ -29,6 +30,11 @@ from opacus.grad_sample import (
 from opacus.validators import ModuleValidator
 from opacus.validators.errors import UnsupportedModuleError
 from torch import nn
+
+#: How a physical batch's per-sample losses are reduced before backward, as Opacus' hooks are
+#: told: "sum", so the hooks read each example's gradient off the backprops directly (with
+#: "mean" they would first multiply every layer's backprops by the batch size).
+LOSS_REDUCTION = "sum"
 
 # hooks attached by attach_grad_sample_hooks, by model (weak: a dropped model frees them)
 _ATTACHED: "weakref.WeakKeyDictionary[nn.Module, AbstractGradSampleHooks]" = weakref.WeakKeyDictionary()
@@ -79,8 +85,8 @@ def attach_grad_sample_hooks(model: nn.Module, *, mode: str, max_grad_norm: floa
     ``mode`` ``"hooks"`` / ``"functorch"`` store per-sample gradients in ``p.grad_sample``
     ([batch, *p.shape]); ``"ghost"`` stores per-sample gradient norms only and needs the
     two-pass backward of :class:`~mia_guard.defenses.dp_clipping.PerSampleClipper`.
-    The loss convention is Opacus' ``"mean"``: the loss of a physical batch is the mean
-    of its per-sample losses.
+    The loss convention is Opacus' ``"sum"`` (:data:`LOSS_REDUCTION`): the backward runs
+    on the sum of a physical batch's per-sample losses.
     """
     validate_for_dp(model)
     if mode == "ghost":
@@ -95,9 +101,24 @@ def attach_grad_sample_hooks(model: nn.Module, *, mode: str, max_grad_norm: floa
         raise ValueError("this model already carries Opacus hooks; build the trainer from a fresh model")
     register_hf_grad_samplers()
     kwargs = {"max_grad_norm": max_grad_norm} if mode == "ghost" else {}
-    hooks = prepare_module(model, grad_sample_mode=mode, wrap_model=False, loss_reduction="mean", **kwargs)
+    hooks = prepare_module(model, grad_sample_mode=mode, wrap_model=False, loss_reduction=LOSS_REDUCTION, **kwargs)
     _ATTACHED[model] = hooks
     return hooks
+
+
+def detach_grad_sample_hooks(model: nn.Module) -> nn.Module:
+    """Remove the hooks :func:`attach_grad_sample_hooks` put on ``model`` and Opacus' per-parameter attributes.
+
+    For a model that leaves DP training (its trainer can no longer train it); returns the model.
+    """
+    hooks = _ATTACHED.pop(model, None)
+    if hooks is None:
+        raise ValueError("this model carries no Opacus hooks attached by mia_guard")
+    hooks.cleanup()
+    for p in model.parameters():
+        if hasattr(p, "summed_grad"):
+            del p.summed_grad
+    return model
 
 
 def unwrap_dp_model(model: nn.Module) -> nn.Module:

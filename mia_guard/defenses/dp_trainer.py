@@ -8,7 +8,9 @@ What changes against ``Trainer``:
   so the Trainer's optimizer step is the logical-batch boundary. Empty batches are fine.
 - **Loss.** :meth:`DPTrainer.compute_per_sample_loss` gives one loss per example (mean
   next-token NLL over its own labels, see :mod:`.dp_loss`); a physical batch backpropagates
-  their mean (Opacus' ``"mean"`` convention). The Trainer's GA loss scaling is not used.
+  their *sum* (Opacus' ``"sum"`` convention: each example's gradient is read off unscaled),
+  and the optimizer divides the noisy sum by the expected logical batch size L. The
+  Trainer's gradient-accumulation loss scaling is not used.
 - **Clipping and noise.** Per-sample gradients are clipped to ``max_grad_norm`` after each
   physical batch; the noise is added once per logical batch and the sum divided by L
   (:mod:`.dp_clipping`). The Trainer's own gradient clipping sees no gradient (a no-op).
@@ -16,7 +18,9 @@ What changes against ``Trainer``:
   ``dp/noise_multiplier`` and ``dp/steps`` join every ``log()`` call (so TensorBoard and
   ``state.log_history`` carry them); ``dp_epsilon()`` and ``dp_summary()`` give them on demand.
   The logged ``grad_norm`` is the norm of the privatized gradient of the last step.
-- **Budget.** With ``max_epsilon``, training stops before the step that would exceed it.
+- **Budget.** Training stops (``control.should_training_stop``) before the step that would
+  take ε above ``max_epsilon`` or ``target_epsilon``: the calibrated run itself ends within
+  the target, and a longer run (a second ``train()``, more steps) is cut at it.
 
 Logged ``loss`` is Σ (per-sample losses) / L per optimizer step: the same normalisation
 as the gradient. Evaluation (``model.eval()``) uses the Trainer's ordinary loss.
@@ -70,7 +74,6 @@ class DPTrainer(Trainer):
         )
         self._dp_ledger: PrivacyLedger | None = None
         self._dp_clipper: PerSampleClipper | None = None
-        self._dp_planned_steps: int | None = None
         self._dp_step_limit: int | None = None
         self._dp_last_grad_norm: float | None = None
         self.add_callback(_PrivacyBudgetCallback(self))
@@ -120,14 +123,13 @@ class DPTrainer(Trainer):
             return self.optimizer
         base = super().create_optimizer(model)
         config, plan = self.dp_config, self._dp_plan
-        self._dp_planned_steps = self._planned_steps()
         sigma = config.noise_multiplier
         if sigma is None:
             sigma = calibrate_noise_multiplier(
                 target_epsilon=config.target_epsilon,
                 delta=self.dp_delta,
                 sample_rate=plan.sample_rate,
-                steps=self._dp_planned_steps,
+                steps=self._planned_steps(),
                 accountant=config.accountant,
             )
         self._dp_ledger = PrivacyLedger(
@@ -142,7 +144,7 @@ class DPTrainer(Trainer):
             loss_reduction="mean",
         )
         dp_optimizer.attach_step_hook(self._after_noise)
-        self._dp_clipper = PerSampleClipper(self._dp_hooks, dp_optimizer)
+        self._dp_clipper = PerSampleClipper(self.model, self._dp_hooks, dp_optimizer, config.prune_backward)
         self.optimizer = dp_optimizer
         return dp_optimizer
 
@@ -212,6 +214,11 @@ class DPTrainer(Trainer):
         """ε spent so far (0 before the first step) under ``delta`` (default: the run's δ)."""
         return 0.0 if self._dp_ledger is None else self._dp_ledger.epsilon(delta=delta)
 
+    def dp_budget(self) -> float | None:
+        """The ε training may not exceed: the smaller of ``max_epsilon`` and ``target_epsilon`` (``None`` = no limit)."""
+        limits = [e for e in (self.dp_config.max_epsilon, self.dp_config.target_epsilon) if e is not None]
+        return min(limits) if limits else None
+
     def dp_summary(self) -> dict[str, Any]:
         """JSON-able record of the guarantee, for reports: ε, δ, σ, q, steps, L, settings, accountant history."""
         ledger = self._dp_ledger
@@ -240,34 +247,28 @@ class DPTrainer(Trainer):
 
 
 class _PrivacyBudgetCallback(TrainerCallback):
-    """Checks the plan at train start, catches up after a resume, stops before ``max_epsilon`` is exceeded."""
+    """Catches the accountant up after a resume; stops training before the privacy budget is exceeded."""
 
     def __init__(self, trainer: DPTrainer) -> None:
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):
         trainer = self.trainer
-        if state.max_steps != trainer._dp_planned_steps:
-            raise RuntimeError(
-                f"the Trainer plans {state.max_steps} steps but the noise was set up for "
-                f"{trainer._dp_planned_steps}; this transformers version orders training setup differently "
-                "from the one DPTrainer supports"
-            )
+        ledger = trainer._dp_ledger
         trainer._dp_clipper.reset()
-        added = trainer._dp_ledger.catch_up(state.global_step)
+        added = ledger.catch_up(state.global_step)
         if added:
             logger.warning("resumed at step %d: accounted %d earlier steps at the current (σ, q)", state.global_step, added)
-        max_epsilon = trainer.dp_config.max_epsilon
-        if max_epsilon is None:
+        budget = trainer.dp_budget()
+        if budget is None:
             trainer._dp_step_limit = None
             return control
-        ledger = trainer._dp_ledger
         remaining = max(state.max_steps - state.global_step, 0)
-        allowed = ledger.steps_within(max_epsilon, remaining)
+        allowed = ledger.steps_within(budget, remaining)
         if allowed == 0 and remaining > 0:
             raise ValueError(
-                f"max_epsilon={max_epsilon} allows no further step: ε would be {ledger.epsilon(1):.4g} after one "
-                f"more (now {ledger.epsilon():.4g}); raise max_epsilon or the noise"
+                f"the privacy budget ε={budget} allows no further step: ε is {ledger.epsilon():.4g} and would be "
+                f"{ledger.epsilon(1):.4g} after one more; raise max_epsilon / target_epsilon or build a new trainer"
             )
         trainer._dp_step_limit = ledger.steps + allowed
         return control
@@ -276,9 +277,9 @@ class _PrivacyBudgetCallback(TrainerCallback):
         limit = self.trainer._dp_step_limit
         if limit is not None and self.trainer._dp_ledger.steps >= limit and state.global_step < state.max_steps:
             logger.warning(
-                "stopping at step %d: one more step would exceed max_epsilon=%s (ε now %.4g)",
+                "stopping at step %d: one more step would exceed the privacy budget ε=%s (ε now %.4g)",
                 state.global_step,
-                self.trainer.dp_config.max_epsilon,
+                self.trainer.dp_budget(),
                 self.trainer.dp_epsilon(),
             )
             control.should_training_stop = True
