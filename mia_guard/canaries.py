@@ -161,6 +161,24 @@ class CanarySet:
             raise ValueError("canary token sequences contain duplicates; membership of a duplicate is ambiguous")
         return cls(canaries, draw_membership(len(canaries), seed, split), kind="tokens", seed=seed, split=split)
 
+    @classmethod
+    def from_images(
+        cls,
+        images: Any,
+        levels: int = 16,
+        seed: int = 0,
+        split: str = "coin",
+        *,
+        value_range: tuple[float, float] | None = None,
+        bos: bool = True,
+    ) -> "CanarySet":
+        """Token canaries of images ``[N, H, W]`` / ``[N, H, W, C]`` for autoregressive image models:
+        pixels quantized to ``levels`` grey levels over ``value_range``, raster order, a BOS token
+        ``levels`` first if ``bos``. See :mod:`mia_guard.images` (vocabulary, decoding, figures)."""
+        from .images import canaries_from_images
+
+        return canaries_from_images(images, levels, seed, split, value_range, bos)
+
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:
         return len(self.canaries)
