@@ -78,12 +78,19 @@ def score_tokens(
             starts, ends = encoded.start[rows], encoded.end[rows]
             # logits at position t-1 score token t; cover every scored token of the batch
             first, last = int(starts.min()) - 1, int(ends.max()) - 1
-            step = chunk_size or max(1, CHUNK_BYTES // (4 * len(rows) * vocab))
+            step = chunk_size or _default_chunk(len(rows), last - first, vocab)
             for c0 in range(first, last, step):
                 c1 = min(c0 + step, last)
                 stats = _chunk_statistics(chunks(c0, c1).float(), ids[:, c0 + 1 : c1 + 1])
                 _scatter(out, mask, stats, rows, starts, ends, c0, c1)
     return TokenStats(**out, mask=mask)
+
+
+def _default_chunk(batch: int, span: int, vocab: int) -> int:
+    """Positions per chunk: at most ``CHUNK_BYTES`` of float32 and at most a quarter of the
+    scored span, so the three chunk-sized temporaries stay below one full ``[B, T, V]`` logits tensor."""
+    by_bytes = CHUNK_BYTES // (4 * batch * vocab)
+    return max(1, min(by_bytes, -(-span // 4)))
 
 
 # ---------------------------------------------------------------------------- statistics
@@ -130,15 +137,15 @@ def _log_one_minus_p(d: torch.Tensor, targets: torch.Tensor, target_logp: torch.
 
 def _scatter(out, mask, stats, rows, starts, ends, c0: int, c1: int) -> None:
     """Copy chunk columns (logit positions c0..c1-1, i.e. tokens c0+1..c1) into the left-aligned output."""
-    for b, (row, start, end) in enumerate(zip(rows, starts, ends)):
-        lo, hi = max(int(start), c0 + 1), min(int(end), c1 + 1)
-        if lo >= hi:
-            continue
-        cols = slice(lo - int(start), hi - int(start))
-        src = slice(lo - 1 - c0, hi - 1 - c0)
-        for name in STAT_FIELDS:
-            out[name][row, cols] = stats[name][b, src].cpu()
-        mask[row, cols] = True
+    tokens = torch.arange(c0 + 1, c1 + 1).unsqueeze(0)  # [1, C] token index of each chunk column
+    starts_t, ends_t = torch.as_tensor(starts).unsqueeze(1), torch.as_tensor(ends).unsqueeze(1)
+    scored = (tokens >= starts_t) & (tokens < ends_t)  # [B, C]
+    batch_index, chunk_col = scored.nonzero(as_tuple=True)
+    dest_rows = torch.as_tensor(rows)[batch_index]
+    dest_cols = tokens[0, chunk_col] - starts_t[batch_index, 0]
+    for name in STAT_FIELDS:
+        out[name][dest_rows, dest_cols] = stats[name][batch_index.to(stats[name].device), chunk_col.to(stats[name].device)].cpu()
+    mask[dest_rows, dest_cols] = True
 
 
 # ---------------------------------------------------------------------------- logits
