@@ -9,8 +9,10 @@ backward, per-sample clipping) + the DP optimizer's step (noise, accounting) for
 Variants:
   nondp            the baseline (tied embeddings, as the demo model)
   nondp_untied     the baseline with lm_head untied from wte (what ghost mode needs)
-  hooks            DPTrainer default: Opacus hooks + mia_guard's Conv1D grad sampler
-  hooks_stock      Opacus hooks as shipped: GPT-2's Conv1D layers fall back to functorch
+  hooks            DPTrainer default: Opacus hooks + mia_guard's Conv1D grad sampler,
+                   backward pruned to what the hooks need (DPConfig.prune_backward)
+  hooks_unpruned   the same with a full backward (weight gradients computed and dropped)
+  hooks_stock      Opacus hooks as shipped (Conv1D through functorch), full backward
   functorch        every layer through functorch (vmap)
   ghost_untied     ghost clipping (untied model; ghost refuses tied weights)
 
@@ -45,7 +47,7 @@ from unittest import mock
 
 # glibc: serve every block >= 64 KiB by mmap and unmap it on free, so RSS follows live tensors
 PROBE_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
-VARIANTS = ("nondp", "nondp_untied", "hooks", "hooks_stock", "functorch", "ghost_untied")
+VARIANTS = ("nondp", "nondp_untied", "hooks", "hooks_unpruned", "hooks_stock", "functorch", "ghost_untied")
 BATCH, LENGTH = 16, 128
 
 
@@ -79,8 +81,9 @@ def _build(variant: str, tmp: str):
     if variant.startswith("nondp"):
         trainer = Trainer(**common)
     else:
-        mode = {"hooks": "hooks", "hooks_stock": "hooks", "functorch": "functorch", "ghost_untied": "ghost"}[variant]
-        config = DPConfig(noise_multiplier=1.0, accountant="rdp", grad_sample_mode=mode)
+        mode = {"functorch": "functorch", "ghost_untied": "ghost"}.get(variant, "hooks")
+        prune = variant not in ("hooks_unpruned", "hooks_stock")
+        config = DPConfig(noise_multiplier=1.0, accountant="rdp", grad_sample_mode=mode, prune_backward=prune)
         with _stock_opacus_hooks() if variant == "hooks_stock" else contextlib.nullcontext():
             trainer = DPTrainer(**common, dp_config=config)
     trainer.create_optimizer()
@@ -105,7 +108,7 @@ def _stock_opacus_hooks():
 
     with mock.patch(
         "mia_guard.defenses.dp_trainer.attach_grad_sample_hooks",
-        lambda model, mode, max_grad_norm: StockHooks(model, loss_reduction="mean"),
+        lambda model, mode, max_grad_norm: StockHooks(model, loss_reduction="sum"),
     ):
         yield
 

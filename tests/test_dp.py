@@ -204,7 +204,8 @@ def test_resuming_from_a_checkpoint_keeps_counting_epsilon(tmp_path):
 
 def test_empty_poisson_batches_take_a_noise_only_step(tmp_path):
     # q = 1/40: many logical batches are empty; they must still be noisy, accounted steps
-    trainer = make_trainer(tmp_path, DPConfig(noise_multiplier=1.0, accountant="rdp"), batch=1, accumulation=1, max_steps=12)
+    config = DPConfig(noise_multiplier=1.0, accountant="rdp")
+    trainer = make_trainer(tmp_path, config, batch=1, accumulation=1, max_steps=12)
     sizes = [len(b) for b in trainer.get_train_dataloader().batch_sampler][:12]
     assert 0 in sizes  # the same seeded draw the run will make
     params = list(trainer.model.parameters())
@@ -277,7 +278,8 @@ def test_each_example_is_clipped_to_max_grad_norm(mode, tie, prune):
     truth = individual_gradients(model, batch)
     hooks = attach_grad_sample_hooks(model, mode=mode, max_grad_norm=clip)
     cls = DPOptimizerFastGradientClipping if mode == "ghost" else DPOptimizer
-    optimizer = cls(torch.optim.SGD(model.parameters(), lr=0.1), noise_multiplier=1.0, max_grad_norm=clip, expected_batch_size=3)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer = cls(sgd, noise_multiplier=1.0, max_grad_norm=clip, expected_batch_size=3)
     clipper = PerSampleClipper(model, hooks, optimizer, prune_backward=prune)
 
     names = [n for n, _ in model.named_parameters()]
@@ -314,7 +316,8 @@ class _SideInputModel(torch.nn.Module):
 def test_pruned_backward_reports_parameters_it_cannot_reach(prune):
     model = _SideInputModel()
     hooks = attach_grad_sample_hooks(model, mode="hooks", max_grad_norm=1.0)
-    optimizer = DPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=2)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer = DPOptimizer(sgd, noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=2)
     clipper = PerSampleClipper(model, hooks, optimizer, prune_backward=prune)
     loss = model(torch.tensor([[1, 2], [3, 4]]), torch.randn(2, 3)) ** 2
     if prune:

@@ -48,7 +48,9 @@ class PerSampleClipper:
         self, model: nn.Module, hooks: AbstractGradSampleHooks, optimizer: DPOptimizer, prune_backward: bool = True
     ) -> None:
         if hooks.loss_reduction != "sum":
-            raise ValueError(f"PerSampleClipper backpropagates a sum of per-sample losses; hooks use {hooks.loss_reduction!r}")
+            raise ValueError(
+                f"PerSampleClipper backpropagates a sum of per-sample losses; the hooks expect {hooks.loss_reduction!r}"
+            )
         self.hooks = hooks
         self.optimizer = optimizer
         self.ghost = isinstance(optimizer, DPOptimizerFastGradientClipping)
@@ -60,7 +62,9 @@ class PerSampleClipper:
     def backward(self, per_sample_loss: torch.Tensor) -> None:
         """Backward of a physical batch's per-sample losses [b] (b ≥ 1); adds the clipped sum into ``summed_grad``."""
         if per_sample_loss.dim() != 1 or per_sample_loss.numel() == 0:
-            raise ValueError(f"expected a non-empty 1-D tensor of per-sample losses, got shape {tuple(per_sample_loss.shape)}")
+            raise ValueError(
+                f"expected a non-empty 1-D tensor of per-sample losses, got shape {tuple(per_sample_loss.shape)}"
+            )
         if self.ghost:
             self._ghost_backward(per_sample_loss)
             return
@@ -118,7 +122,7 @@ class PerSampleClipper:
                 p.grad_sample = p.new_zeros((0, *p.shape))
 
     def release(self) -> None:
-        """Drop the per-step buffers once the noisy gradient is in ``p.grad`` (called from the optimizer's step hook)."""
+        """Drop the per-step buffers once the noisy gradient is in ``p.grad`` (from the optimizer's step hook)."""
         for p in self.params:
             p.summed_grad = None
             p.grad_sample = None

@@ -99,7 +99,8 @@ class DPTrainer(Trainer):
                 collator = self._get_collator_with_removed_columns(collator, description="training")
         else:
             collator = self._get_collator_with_removed_columns(collator, description="training")
-        generator = torch.Generator().manual_seed(self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        generator = torch.Generator().manual_seed(seed)
         sampler = PoissonMicroBatchSampler(
             num_samples=self._dp_plan.dataset_size,
             sample_rate=self._dp_plan.sample_rate,
@@ -215,7 +216,7 @@ class DPTrainer(Trainer):
         return 0.0 if self._dp_ledger is None else self._dp_ledger.epsilon(delta=delta)
 
     def dp_budget(self) -> float | None:
-        """The ε training may not exceed: the smaller of ``max_epsilon`` and ``target_epsilon`` (``None`` = no limit)."""
+        """The ε training may not exceed: the smaller of ``max_epsilon`` and ``target_epsilon`` (``None``: none)."""
         limits = [e for e in (self.dp_config.max_epsilon, self.dp_config.target_epsilon) if e is not None]
         return min(limits) if limits else None
 
@@ -235,7 +236,7 @@ class DPTrainer(Trainer):
         }
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Adds ``dp/epsilon``, ``dp/delta``, ``dp/noise_multiplier``, ``dp/steps``; ``grad_norm`` becomes the private one."""
+        """Adds ``dp/epsilon``, ``dp/delta``, ``dp/noise_multiplier``, ``dp/steps``; ``grad_norm`` is the private one."""
         if self._dp_ledger is not None:
             logs["dp/epsilon"] = self.dp_epsilon()
             logs["dp/delta"] = self.dp_delta
@@ -258,7 +259,9 @@ class _PrivacyBudgetCallback(TrainerCallback):
         trainer._dp_clipper.reset()
         added = ledger.catch_up(state.global_step)
         if added:
-            logger.warning("resumed at step %d: accounted %d earlier steps at the current (σ, q)", state.global_step, added)
+            logger.warning(
+                "resumed at step %d: accounted %d earlier steps at the current (σ, q)", state.global_step, added
+            )
         budget = trainer.dp_budget()
         if budget is None:
             trainer._dp_step_limit = None
