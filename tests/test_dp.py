@@ -183,6 +183,27 @@ def test_gradient_accumulation_is_one_noisy_step_per_logical_batch(tmp_path):
     assert summary["history"] == [[1.0, 6 / 36, 6]] and summary["logical_batch_size"] == 6
 
 
+def test_a_logical_batch_updates_by_the_sum_of_its_examples_gradients_over_L(tmp_path):
+    # plain SGD, lr 1, no clipping in effect, negligible noise: one step must move the
+    # weights by -(Σ_i ∇ℓ_i) / L over the examples Poisson drew, whatever the micro-batching
+    rows = byte_rows()
+    config = DPConfig(noise_multiplier=1e-9, max_grad_norm=100.0, accountant="rdp")
+    trainer = make_trainer(
+        tmp_path, config, rows=rows, batch=2, accumulation=2, max_steps=1, optim="sgd", learning_rate=1.0,
+        weight_decay=0.0, lr_scheduler_type="constant",
+    )
+    micro = list(trainer.get_train_dataloader().batch_sampler)[:2]
+    drawn = [i for part in micro for i in part]
+    assert drawn  # the seeded draw is not empty
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    truth = individual_gradients(gpt2(), CausalLMCollator()([rows[i] for i in drawn]))
+    norms = torch.cat([g.flatten(1) for g in truth.values()], dim=1).norm(dim=1)
+    assert (norms < 100.0).all()  # so clipping leaves every example's gradient as is
+    for (name, _), start, p in zip(trainer.model.named_parameters(), before, trainer.model.parameters()):
+        torch.testing.assert_close(p.detach() - start, -truth[name].sum(0) / 4, rtol=1e-3, atol=1e-6, msg=name)
+
+
 def test_without_poisson_sampling_the_trainers_batches_are_accounted(tmp_path):
     # N=40, B=4, k=2: the Trainer's 10 shuffled batches make 5 steps, accounted at q = 8/40
     trainer = make_trainer(

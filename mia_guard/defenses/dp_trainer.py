@@ -26,6 +26,8 @@ Logged ``loss`` is Σ (per-sample losses) / L per optimizer step: the same norma
 as the gradient. Evaluation (``model.eval()``) uses the Trainer's ordinary loss.
 
 Single process only: Poisson sampling and once-per-step noise across ranks are not implemented.
+Sampling and noise use torch's seeded PRNG (Opacus' non-secure mode): right for experiments
+and audits; a production release would also want Opacus' ``secure_mode`` (not offered here).
 """
 
 from __future__ import annotations
@@ -303,6 +305,8 @@ def _check_supported(trainer: Trainer) -> None:
         problems.append("gradient_checkpointing re-runs forwards inside backward, which corrupts Opacus' hooks")
     if args.torch_compile:
         problems.append("torch_compile is not supported with Opacus hooks")
+    if args.auto_find_batch_size:
+        problems.append("auto_find_batch_size would change the sample rate mid-run; set the batch size yourself")
     if args.fp16:
         problems.append("fp16 loss scaling is not supported; use fp32 or bf16")
     if args.label_smoothing_factor:
