@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ._io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .audit_result import AuditHistory
 from .report_markdown import LEAKAGE_PNG, ROC_PNG, render_markdown
 from .report_schema import (
     REPORT_FORMAT,
@@ -29,6 +28,7 @@ from .report_schema import (
 )
 
 if TYPE_CHECKING:
+    from .audit_result import AuditHistory
     from .canaries import CanarySet
     from .gate import GateDecision
 
@@ -48,7 +48,7 @@ REPORT_FILES = {"json": "report.json", "markdown": "report.md", "leakage": LEAKA
 
 
 def write_report(
-    history: AuditHistory,
+    history: "AuditHistory",
     directory: str | os.PathLike,
     *,
     canaries: "CanarySet | None" = None,

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import io
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .audit_result import AuditHistory
 from .metrics import roc_curve
 from .report_schema import curve_fpr, pct
+
+if TYPE_CHECKING:
+    from .audit_result import AuditHistory
 
 _DPI = 110
 
@@ -94,7 +97,7 @@ def _yerr(s: np.ndarray) -> np.ndarray:
     return np.vstack([below, above])
 
 
-def roc_png(history: AuditHistory) -> bytes:
+def roc_png(history: "AuditHistory") -> bytes:
     """Log-log ROC of every attack at the final audit, from the stored per-canary scores.
 
     Canaries with NaN scores (non-finite statistics) are left out, as in the metrics. The

@@ -34,9 +34,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from .audit_result import AuditHistory, AuditResult
-
-if TYPE_CHECKING:  # gate imports this module; the decision only passes through here
+if TYPE_CHECKING:  # typing only: `mia-guard gate` must not import torch
+    from .audit_result import AuditHistory, AuditResult
     from .canaries import CanarySet
     from .gate import GateDecision
 
@@ -48,7 +47,7 @@ STRONGEST_BY = "highest AUC point estimate"
 # ---------------------------------------------------------------- building
 
 
-def audit_entry(result: AuditResult) -> dict:
+def audit_entry(result: "AuditResult") -> dict:
     """The report's record of one audit: every figure with its interval, no scores or token stats."""
     return {
         "step": int(result.step),
@@ -63,7 +62,7 @@ def audit_entry(result: AuditResult) -> dict:
     }
 
 
-def canary_summary(history: AuditHistory, canaries: "CanarySet | None" = None) -> dict:
+def canary_summary(history: "AuditHistory", canaries: "CanarySet | None" = None) -> dict:
     """Count, membership split and (when ``canaries`` is given) template and secret-space size."""
     n_members = int(history.is_member.sum())
     summary = {
@@ -92,7 +91,7 @@ def canary_summary(history: AuditHistory, canaries: "CanarySet | None" = None) -
 
 
 def build_report(
-    history: AuditHistory,
+    history: "AuditHistory",
     *,
     canaries: "CanarySet | None" = None,
     decision: "GateDecision | None" = None,
