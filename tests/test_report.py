@@ -220,3 +220,13 @@ def test_cli_report_with_corrupt_history_exits_2(auditor, tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "corrupt" in capsys.readouterr().err
     assert not (tmp_path / "report.json").exists()
+
+
+def test_cli_report_keeps_the_run_info_of_the_report_it_replaces(auditor, tmp_path):
+    auditor.history.save(tmp_path / "history.json")
+    write_report(auditor.history, tmp_path, run_info={"dp_epsilon": 4.0, "learning_rate": 5e-4})
+    assert main(["report", str(tmp_path)]) == 0
+    assert load_report(tmp_path / "report.json")["run_info"] == {"dp_epsilon": 4.0, "learning_rate": 5e-4}
+    (tmp_path / "run_info.json").write_text(json.dumps({"dp_epsilon": 2.0}))
+    assert main(["report", str(tmp_path)]) == 0
+    assert load_report(tmp_path / "report.json")["run_info"] == {"dp_epsilon": 2.0}
