@@ -83,7 +83,7 @@ class DemoConfig:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.canaries < 8:
-            raise ValueError(f"canaries must be at least 8 (members and non-members on both sides), got {self.canaries}")
+            raise ValueError(f"canaries must be at least 8 (to have members and non-members), got {self.canaries}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
         if self.device not in DEVICES:

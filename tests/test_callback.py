@@ -14,8 +14,6 @@ from mia_guard.report import load_report
 
 from trainer_runs import canaries, make_trainer
 
-pytest.importorskip("transformers")
-
 
 def _callback(tmp_path, **options) -> MIAAuditCallback:
     options.setdefault("progress", False)
@@ -151,3 +149,14 @@ def test_unwraps_parallel_and_opacus_wrappers_and_restores_hooks():
     with opacus_hooks_disabled(parallel):
         assert not wrapped.hooks_enabled
     assert wrapped.hooks_enabled
+
+
+def test_training_again_with_the_same_callback_starts_a_new_curve(tmp_path):
+    callback = _callback(tmp_path, every_n_steps=2)
+    make_trainer(tmp_path, [callback], max_steps=2).train()
+    first_reference = callback.auditor.reference_stats
+    make_trainer(tmp_path, [callback], max_steps=3, seed=1).train()
+    assert callback.history.steps == [0, 2, 3]
+    assert callback.auditor.reference_stats is not first_reference  # the new run's step 0
+    jsonl = (tmp_path / "mia" / "audits.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in jsonl] == [0, 2, 3]

@@ -12,7 +12,6 @@ from mia_guard.cli import build_parser, main
 from mia_guard.demo import DemoConfig, run_demo
 from mia_guard.report import load_report
 
-pytest.importorskip("transformers")
 torch.set_num_threads(1)
 
 

@@ -6,19 +6,20 @@ import json
 import math
 
 import pytest
+from tensorboard.backend.event_processing import event_accumulator
 
 from mia_guard.callbacks import MIAAuditCallback
 from mia_guard.sinks import EVENT_FILE_SUFFIX, audit_scalars, custom_scalar_layout, fpr_label
 
 from trainer_runs import canaries, make_trainer
 
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
-
-def _load(directory, suffix=EVENT_FILE_SUFFIX):
-    files = sorted(p for p in directory.iterdir() if p.name.startswith("events.out.tfevents") and p.name.endswith(suffix))
+def _load(directory):
+    """The single mia_guard event file in ``directory``, fully loaded."""
+    files = [p for p in directory.iterdir() if p.name.startswith("events.out") and p.name.endswith(EVENT_FILE_SUFFIX)]
     assert len(files) == 1, files
-    acc = event_accumulator.EventAccumulator(str(files[0]), size_guidance={"scalars": 0, "images": 0, "tensors": 0, "histograms": 0})
+    keep_all = {"scalars": 0, "images": 0, "tensors": 0, "histograms": 0}
+    acc = event_accumulator.EventAccumulator(str(files[0]), size_guidance=keep_all)
     acc.Reload()
     return acc
 

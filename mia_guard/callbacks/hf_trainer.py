@@ -189,7 +189,10 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
         is_main = bool(state.is_world_process_zero)
         if self.auditor is None:
-            tokenizer = self.tokenizer if self.tokenizer is not None else processing_class
+            # transformers < 4.46 passes the Trainer's tokenizer as `tokenizer`
+            tokenizer = next(
+                (t for t in (self.tokenizer, processing_class, kwargs.get("tokenizer")) if t is not None), None
+            )
             if tokenizer is None and self.canaries.kind != "tokens":
                 raise ValueError(
                     "MIAAuditCallback needs a tokenizer for text canaries: pass tokenizer=... or give the Trainer "
@@ -217,8 +220,7 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
         )
         if state.global_step > 0:
             self.session.resume(state.global_step)
-        elif len(self.auditor.history):
-            logger.warning("mia_guard: a new training run starts at step 0; the previous audit history is discarded")
+        else:
             self.session.start_fresh()
         if self.audit_on_train_begin:
             return self._audit(state, control, model)

@@ -42,19 +42,25 @@ JSONL_FILE = "audits.jsonl"
 
 
 # ---------------------------------------------------------------------------- model / RNG guards
-def unwrap_model(model: Any) -> Any:
-    """The module that holds the weights, below DDP / DataParallel, Opacus and ``torch.compile`` wrappers."""
-    parallel = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+def wrapper_chain(model: Any) -> list[Any]:
+    """``[model, inner, ...]`` down through DDP / DataParallel, Opacus and ``torch.compile`` wrappers."""
+    chain = [model]
     for _ in range(16):  # wrappers nest a few levels at most
-        if isinstance(model, parallel):
-            model = model.module
-        elif _is_opacus_wrapper(model):
-            model = model._module
-        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
-            model = model._orig_mod
+        current = chain[-1]
+        if isinstance(current, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            chain.append(current.module)
+        elif _is_opacus_wrapper(current):
+            chain.append(current._module)
+        elif isinstance(getattr(current, "_orig_mod", None), torch.nn.Module):
+            chain.append(current._orig_mod)
         else:
-            return model
+            return chain
     raise ValueError(f"could not unwrap {type(model).__name__}: more than 16 nested wrappers")
+
+
+def unwrap_model(model: Any) -> Any:
+    """The module that holds the weights, below every training wrapper (see :func:`wrapper_chain`)."""
+    return wrapper_chain(model)[-1]
 
 
 def _is_opacus_wrapper(model: Any) -> bool:
@@ -64,18 +70,7 @@ def _is_opacus_wrapper(model: Any) -> bool:
 @contextlib.contextmanager
 def opacus_hooks_disabled(model: Any) -> Iterator[None]:
     """Turn off Opacus per-sample-gradient hooks of every wrapper around ``model``, then restore them."""
-    wrappers = []
-    current = model
-    for _ in range(16):
-        if _is_opacus_wrapper(current):
-            wrappers.append((current, bool(getattr(current, "hooks_enabled", True))))
-            current = current._module
-        elif isinstance(current, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
-            current = current.module
-        elif isinstance(getattr(current, "_orig_mod", None), torch.nn.Module):
-            current = current._orig_mod
-        else:
-            break
+    wrappers = [(m, bool(getattr(m, "hooks_enabled", True))) for m in wrapper_chain(model) if _is_opacus_wrapper(m)]
     for wrapper, _ in wrappers:
         wrapper.disable_hooks()
     try:
@@ -129,6 +124,8 @@ class AuditSession:
         self.policy = policy
         self.is_main = is_main
         self.decisions: dict[int, Any] = {}
+        #: wall seconds spent in this process: ``audits`` (all audits, publishing included), ``report``
+        self.seconds = {"audits": 0.0, "report": 0.0}
         canaries = auditor.canaries
         attacks = [a.name for a in auditor.attacks]
         self.tensorboard = (
@@ -191,14 +188,22 @@ class AuditSession:
         logger.info("mia_guard: resumed the audit history at step %d (%d audits kept)", step, len(saved))
 
     def start_fresh(self) -> None:
-        """Forget earlier audits (a new run from step 0 reuses this auditor): empty history, no reference."""
+        """A new run from step 0: empty history and JSONL file.
+
+        When the auditor carries audits of an earlier run (the same callback trained
+        again), they are dropped, and so is a reference taken from that run's first audit.
+        """
         auditor = self.auditor
-        auditor.history = AuditHistory(
-            auditor.canaries.content_hash, auditor.canaries.is_member, auditor.fprs, auditor.confidence
-        )
-        if auditor.reference_mode == "first_audit":
-            auditor.reference_stats = None
+        previous = auditor.history
+        if len(previous):
+            logger.warning("mia_guard: a new training run starts at step 0; the previous audit history is discarded")
+            first = previous.results[0].stats
+            if first is not None and auditor.reference_stats is first:
+                auditor.reference_stats = None
+            auditor.history = AuditHistory(previous.canary_hash, previous.is_member, previous.fprs, previous.confidence)
         self.decisions = {}
+        if self.jsonl is not None:
+            self.jsonl.rewrite(auditor.history)
 
     def audit(self, model: Any, step: int) -> tuple[AuditResult, Any]:
         """Audit ``model`` at ``step``; returns ``(result, gate decision or None)``."""
@@ -214,6 +219,7 @@ class AuditSession:
             self.decisions[result.step] = decision
         if self.is_main:
             self._publish(result, decision)
+        self.seconds["audits"] += time.perf_counter() - started
         return result, decision
 
     def gather(self, stats: TokenStats) -> TokenStats:
@@ -227,6 +233,7 @@ class AuditSession:
 
     def finish(self, run_info: Mapping[str, Any] | None = None) -> dict[str, Path]:
         """Final outputs (main process): the ROC image, the report files; closes the sinks."""
+        started = time.perf_counter()
         last = self.history.last
         paths: dict[str, Path] = {}
         if self.is_main and last is not None:
@@ -239,9 +246,10 @@ class AuditSession:
                 self.output_dir,
                 canaries=self.auditor.canaries,
                 decision=self.last_decision,
-                run_info=dict(run_info or {}),
+                run_info={**dict(run_info or {}), "audit_seconds": round(self.seconds["audits"], 3)},
             )
         self.close()
+        self.seconds["report"] += time.perf_counter() - started
         return paths
 
     def close(self) -> None:
