@@ -25,6 +25,8 @@ is detected and reported (turn it off with ``DPConfig(prune_backward=False)``).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from opacus.grad_sample import AbstractGradSampleHooks
 from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
@@ -94,10 +96,13 @@ class PerSampleClipper:
 
     def _hooked_backward(self, loss: torch.Tensor, attribute: str, retain_graph: bool = False) -> None:
         """Backward that fires the hooks; checks that every parameter got its per-sample ``attribute``."""
-        if self.backward_inputs:
-            torch.autograd.backward(loss, inputs=self.backward_inputs, retain_graph=retain_graph)
-        else:
-            loss.backward(retain_graph=retain_graph)
+        with warnings.catch_warnings():
+            # the token embedding's hook always fires from its output side (integer inputs): expected
+            warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+            if self.backward_inputs:
+                torch.autograd.backward(loss, inputs=self.backward_inputs, retain_graph=retain_graph)
+            else:
+                loss.backward(retain_graph=retain_graph)
         missing = [name for name, p in zip(self.names, self.params) if getattr(p, attribute, None) is None]
         if missing:
             hint = (
