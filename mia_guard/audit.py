@@ -56,7 +56,7 @@ def register_analysis(name: str) -> Callable:
 
     return decorator
 
-DEFAULT_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference")
+DEFAULT_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference", "lira_online", "seq_lira")
 DEFAULT_FPRS = (0.001, 0.01, 0.1)
 REFERENCE_MODES = ("first_audit", "none")
 
