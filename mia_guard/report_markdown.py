@@ -22,6 +22,7 @@ def render_markdown(report: dict) -> str:
         _verdict(report.get("gate")),
         _audited(report),
         _final_table(report),
+        _privacy(final_audit(report)),
         _extras(final_audit(report)),
         _over_steps(report),
         _roc(report),
@@ -118,8 +119,72 @@ def _final_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+#: (figure, label) of the privacy section; the figures are explained in docs/privacy.md.
+PRIVACY_ROWS = (
+    ("epsilon_lb_one_run", "epsilon lower bound, one run (Steinke et al. 2023)"),
+    ("epsilon_lb_two_point", "epsilon lower bound, two-point test (heuristic in one run)"),
+    ("exposure_max", "largest exposure of an inserted secret (bits)"),
+    ("exposure_mean", "mean exposure of the inserted secrets (bits)"),
+    ("extraction_rate", "inserted secrets extracted by greedy decoding"),
+    ("extraction_rate_nonmember", "non-inserted secrets extracted (control)"),
+)
+
+
+def _has_privacy(final: dict) -> bool:
+    privacy = (final.get("extras") or {}).get("privacy")
+    return isinstance(privacy, dict) and any(name in privacy for name, _ in PRIVACY_ROWS)
+
+
+def _privacy(final: dict) -> str:
+    if not _has_privacy(final):
+        return ""
+    privacy = final["extras"]["privacy"]
+    rows = []
+    for name, label in PRIVACY_ROWS:
+        if name not in privacy:
+            continue
+        value = privacy[name]
+        if not isinstance(value, dict):
+            value = {"value": value, "low": privacy.get(f"{name}_low"), "high": privacy.get(f"{name}_high")}
+        text = fmt_estimate(value)
+        if name.startswith("epsilon_lb") and value.get("value") is not None:
+            text = f"{value['value']:.3f}"
+        rows.append([f"{label} (`{name}`)", text, _privacy_detail(name, privacy)])
+    text = "\n\n".join([
+        "## Privacy figures of the final audit",
+        _table(["figure", "value", "how it was measured"], rows),
+        "The epsilon figures are lower bounds at the report's confidence: the run is not (epsilon, delta)-DP for "
+        f"any smaller epsilon (delta = {_plain(privacy.get('delta'))}). See docs/privacy.md.",
+    ])
+    warnings = privacy.get("warnings") or []
+    return text + ("\n\n" + "\n".join(f"- {w}" for w in warnings) if warnings else "")
+
+
+def _privacy_detail(name: str, privacy: dict) -> str:
+    one, two, exp = (privacy.get(k) or {} for k in ("one_run", "two_point", "exposure"))
+    if name == "epsilon_lb_one_run" and one:
+        return (
+            f"attack {one.get('attack')}: {one.get('v')} of {one.get('r')} guesses right on {one.get('m')} canaries; "
+            f"at most {_plain(one.get('ceiling'))} with these canaries; {one.get('guarantee')}"
+        )
+    if name == "epsilon_lb_two_point" and two:
+        return (
+            f"attack {two.get('attack')}: TPR >= {_plain(two.get('tpr_lo'))}, FPR <= {_plain(two.get('fpr_hi'))}; "
+            f"at most {_plain(two.get('ceiling'))} with these canaries"
+        )
+    if name.startswith("exposure") and exp:
+        return (
+            f"{exp.get('n_members')} inserted vs {exp.get('n_reference')} random secrets; "
+            f"{exp.get('n_extrapolated')} extrapolated beyond {_plain(exp.get('measured_range_bits'))} bits; "
+            f"cap {_plain(privacy.get('exposure_cap_bits'))}"
+        )
+    if name.startswith("extraction"):
+        return f"greedy decoding, {_plain(privacy.get('extraction_hint_tokens'))} secret tokens given as a hint"
+    return ""
+
+
 def _extras(final: dict) -> str:
-    extras = final.get("extras") or {}
+    extras = {k: v for k, v in (final.get("extras") or {}).items() if k != "privacy" or not _has_privacy(final)}
     if not extras:
         return ""
     parts = ["## Further figures of the final audit"]

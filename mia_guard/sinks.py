@@ -16,6 +16,9 @@ tag (TensorBoard adds ``mia/``)     value
 ``<attack>/advantage``              max TPR - FPR, with ``_low``/``_high`` (bootstrap)
 ``loss/member``, ``loss/nonmember`` mean per-canary NLL of each group, with ``_low``/``_high``
 ``best/auc``, ``best/tpr@<pct>fpr``  the figures of the attack with the highest AUC
+``privacy/<figure>``                 the floats of ``extras["privacy"]`` named in
+                                    :data:`PRIVACY_SCALARS` (ε lower bounds, exposure,
+                                    extraction rate), when the audit computed them
 ==================================  ==========================================================
 
 A figure that cannot be resolved (TPR at an FPR below 1 / number of non-members) or an
@@ -41,6 +44,13 @@ from .metrics import Estimate
 
 #: File name suffix of mia_guard's TensorBoard event files (the Trainer's own sit beside them).
 EVENT_FILE_SUFFIX = ".mia_guard"
+
+#: Figures of ``extras["privacy"]`` written as ``privacy/<name>`` (see docs/privacy.md).
+PRIVACY_SCALARS = (
+    "epsilon_lb_one_run", "epsilon_lb_two_point",
+    "exposure_max", "exposure_max_low", "exposure_max_high", "exposure_mean",
+    "extraction_rate", "extraction_rate_low", "extraction_rate_high",
+)
 
 
 def fpr_label(fpr: float) -> str:
@@ -80,6 +90,11 @@ def audit_scalars(result: AuditResult) -> tuple[dict[str, float], dict[str, str]
         _estimate_scalars("best/auc", m.auc, out, unresolved)
         for fpr, est in sorted(m.tpr_at_fpr.items()):
             _estimate_scalars(f"best/tpr@{fpr_label(fpr)}fpr", est, out, unresolved)
+    privacy = result.extras.get("privacy") or {}
+    for name in PRIVACY_SCALARS:
+        value = privacy.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[f"privacy/{name}"] = float(value)
     return out, unresolved
 
 

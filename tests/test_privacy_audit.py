@@ -179,6 +179,7 @@ def test_unknown_or_absent_attacks():
 
 def test_privacy_analysis_on_a_trained_model_reaches_the_gate(trained_lm):
     from mia_guard.gate import ReleasePolicy, evaluate_result
+    from mia_guard.sinks import audit_scalars
 
     auditor = Auditor(
         trained_lm.canaries, trained_lm.tokenizer, attacks=ATTACKS, reference="none",
@@ -198,6 +199,19 @@ def test_privacy_analysis_on_a_trained_model_reaches_the_gate(trained_lm):
 
     history = AuditHistory.from_dict(json.loads(json.dumps(auditor.history.to_dict())))
     assert history.last.extras["privacy"]["epsilon_lb_one_run"] == privacy["epsilon_lb_one_run"]
+
+    scalars, _ = audit_scalars(result)  # what TensorBoard and the JSONL log receive
+    assert scalars["privacy/epsilon_lb_one_run"] == privacy["epsilon_lb_one_run"]
+    assert scalars["privacy/exposure_max_high"] == privacy["exposure_max_high"]
+
+    from mia_guard.report_markdown import render_markdown
+    from mia_guard.report_schema import build_report
+
+    markdown = render_markdown(build_report(auditor.history, canaries=trained_lm.canaries))
+    assert "## Privacy figures of the final audit" in markdown
+    one = privacy["one_run"]
+    assert f"| {privacy['epsilon_lb_one_run']:.3f} | attack {one['attack']}: {one['v']} of {one['r']}" in markdown
+    assert "### privacy" not in markdown  # not repeated among the further figures
 
     blocked = evaluate_result(ReleasePolicy(max_epsilon_lower_bound=0.5), result)
     assert blocked.verdict == "blocked"
