@@ -45,6 +45,22 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(_nan_to_none(obj), indent=2, allow_nan=False) + "\n")
 
 
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """Parse the JSON file ``path``; ``what`` names it in errors ("canary file", "audit history").
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not valid UTF-8 JSON (corrupt or truncated).
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{what} {path} is not valid JSON ({err}); it is corrupt or truncated") from err
+
+
 def _nan_to_none(obj: Any) -> Any:
     if isinstance(obj, float) and not np.isfinite(obj):
         return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -11,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._io import atomic_write_json, decode_array, encode_array
+from ._io import atomic_write_json, decode_array, encode_array, read_json
 from .metrics import AttackMetrics, Estimate
 from .token_stats import TokenStats
 
@@ -214,14 +213,7 @@ class AuditHistory:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "AuditHistory":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"audit history {path} does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"audit history {path} is not valid JSON ({err}); it is corrupt") from err
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json(path, "audit history"), source=str(path))
 
 
 def _pct(fpr: float) -> str:

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._io import atomic_write_json
+from ._io import atomic_write_json, read_json
 from .templates import CanaryTemplate, resolve_template
 
 FORMAT = "mia_guard.canaries"
@@ -252,12 +252,7 @@ class CanarySet:
     def load(cls, path: str | os.PathLike) -> "CanarySet":
         """Read a file written by :meth:`save`; refuses edited or corrupt files."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"canary file {path} does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"canary file {path} is not valid JSON ({err}); it is corrupt or not a canary file") from err
+        data = read_json(path, "canary file")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"{path} is not a mia_guard canary file (missing format {FORMAT!r})")
         if data.get("version") != FORMAT_VERSION:
