@@ -241,7 +241,8 @@ def _resolve_hint(encoded: EncodedCanaries, hint_tokens: int | str) -> int:
     shortest = int(encoded.num_scored.min())
     if hint_tokens == "auto":
         for hint in range(shortest):
-            if len({tuple(encoded.input_ids[i][: encoded.start[i] + hint]) for i in range(len(encoded))}) == len(encoded):
+            prompts = {tuple(ids[: start + hint]) for ids, start in zip(encoded.input_ids, encoded.start)}
+            if len(prompts) == len(encoded):
                 return hint
         return shortest - 1
     if isinstance(hint_tokens, bool) or not isinstance(hint_tokens, (int, np.integer)):

@@ -97,7 +97,12 @@ def make_plan(
     """
     from scipy import stats
 
-    from ..privacy import canaries_needed_for_epsilon, min_resolvable_fpr, nonmembers_needed, one_run_epsilon_lower_bound
+    from ..privacy import (
+        canaries_needed_for_epsilon,
+        min_resolvable_fpr,
+        nonmembers_needed,
+        one_run_epsilon_lower_bound,
+    )
 
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
