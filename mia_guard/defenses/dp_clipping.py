@@ -97,8 +97,10 @@ class PerSampleClipper:
     def _hooked_backward(self, loss: torch.Tensor, attribute: str, retain_graph: bool = False) -> None:
         """Backward that fires the hooks; checks that every parameter got its per-sample ``attribute``."""
         with warnings.catch_warnings():
-            # the token embedding's hook always fires from its output side (integer inputs): expected
+            # expected with integer token inputs: the embedding's hook fires from its output side, and
+            # Opacus' functorch path asks CPU autocast for the ids' integer dtype (and computes in fp32)
             warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+            warnings.filterwarnings("ignore", message="In CPU autocast, but the target dtype", category=UserWarning)
             if self.backward_inputs:
                 torch.autograd.backward(loss, inputs=self.backward_inputs, retain_graph=retain_graph)
             else:

@@ -92,13 +92,8 @@ class DPTrainer(Trainer):
         if not self.dp_config.poisson_sampling:
             return super().get_train_dataloader()
         dataset, collator = self.train_dataset, self.data_collator
-        if is_datasets_available():
-            import datasets
-
-            if isinstance(dataset, datasets.Dataset):
-                dataset = self._remove_unused_columns(dataset, description="training")
-            else:
-                collator = self._get_collator_with_removed_columns(collator, description="training")
+        if _is_hf_dataset(dataset):
+            dataset = self._remove_unused_columns(dataset, description="training")
         else:
             collator = self._get_collator_with_removed_columns(collator, description="training")
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
@@ -144,7 +139,7 @@ class DPTrainer(Trainer):
             noise_multiplier=sigma,
             max_grad_norm=config.max_grad_norm,
             expected_batch_size=plan.logical_batch_size,
-            loss_reduction="mean",
+            loss_reduction="mean",  # the optimizer's side: divide the noisy sum by L (the hooks sum, see dp_model)
         )
         dp_optimizer.attach_step_hook(self._after_noise)
         self._dp_clipper = PerSampleClipper(self.model, self._dp_hooks, dp_optimizer, config.prune_backward)
@@ -289,6 +284,14 @@ class _PrivacyBudgetCallback(TrainerCallback):
             )
             control.should_training_stop = True
         return control
+
+
+def _is_hf_dataset(dataset: Any) -> bool:
+    if not is_datasets_available():
+        return False
+    import datasets
+
+    return isinstance(dataset, datasets.Dataset)
 
 
 def _check_supported(trainer: Trainer) -> None:
