@@ -502,7 +502,7 @@ def _check(
         missing: list[str] = []
     else:
         privacy = (entry.get("extras") or {}).get("privacy") or {}
-        readings = [_privacy_reading(rule, name, privacy[name], confidence) for name in rule.privacy_figures if name in privacy]
+        readings = [_privacy_reading(rule, name, privacy, confidence) for name in rule.privacy_figures if name in privacy]
         missing = [name for name in rule.privacy_figures if name not in privacy]
         if not readings:
             figures = " / ".join(missing)
@@ -542,8 +542,10 @@ def _attack_reading(rule: Rule, fpr: float | None, metrics: dict, attack: str, c
     )
 
 
-def _privacy_reading(rule: Rule, name: str, figure: Any, confidence: float) -> Reading:
-    """A privacy figure is a number or ``{"value", "low"?, "high"?, "confidence"?, "note"?, "attack"?}``."""
+def _privacy_reading(rule: Rule, name: str, privacy: Mapping[str, Any], confidence: float) -> Reading:
+    """``privacy[name]`` is a number (its interval, if any, in sibling fields ``<name>_low`` /
+    ``<name>_high``) or ``{"value", "low"?, "high"?, "confidence"?, "note"?, "attack"?}``."""
+    figure = privacy[name]
     if isinstance(figure, Mapping):
         if "value" not in figure:
             raise ValueError(f"extras['privacy'][{name!r}] has no 'value'; the report is malformed")
@@ -552,7 +554,8 @@ def _privacy_reading(rule: Rule, name: str, figure: Any, confidence: float) -> R
         note = str(figure.get("note") or "")
         source = f"{name} ({figure['attack']})" if figure.get("attack") else name
     elif figure is None or (isinstance(figure, (int, float)) and not isinstance(figure, bool)):
-        value, low, high, conf, note, source = _float(figure), math.nan, math.nan, confidence, "", name
+        low, high = _float(privacy.get(f"{name}_low")), _float(privacy.get(f"{name}_high"))
+        value, conf, note, source = _float(figure), _float(privacy.get("confidence", confidence)), "", name
     else:
         raise ValueError(f"extras['privacy'][{name!r}] = {figure!r} is neither a number nor a figure object")
     return Reading(source, value, low, high, conf, lower_bound=rule.lower_bound, note=note)

@@ -359,3 +359,13 @@ def test_custom_policy_example_judges_every_audit(leaky, tmp_path, capsys):
     verdicts = dict(line.split(": ") for line in out.splitlines() if line.startswith("step "))
     assert verdicts["step       0"] != "blocked" and verdicts["step     100"] == "blocked"
     assert load_report(tmp_path / "report.json")["gate"]["verdict"] == "blocked"
+
+
+@pytest.mark.parametrize(
+    "low,high,verdict", [(22.0, 30.0, "blocked"), (10.0, 19.0, "pass"), (15.0, 30.0, "inconclusive")]
+)
+def test_float_privacy_figure_is_judged_on_its_sibling_interval(clean, low, high, verdict):
+    """The privacy analysis writes plain floats with `<name>_low` / `<name>_high` beside them."""
+    report = _with_privacy(clean, {"exposure_max": 21.0, "exposure_max_low": low, "exposure_max_high": high})
+    decision = evaluate_report(ReleasePolicy(max_exposure=20.0), report)
+    assert decision.checks[0]["verdict"] == verdict
