@@ -68,10 +68,12 @@ def validate_for_dp(model: nn.Module) -> None:
 
 
 def shared_parameters(model: nn.Module) -> list[list[str]]:
-    """Groups of qualified names that point to one parameter tensor (tied weights), e.g. GPT-2's wte / lm_head."""
+    """Groups of names of one trainable parameter tensor used by several modules (tied weights, e.g. wte / lm_head)."""
     owners: dict[int, list[str]] = {}
     for module_name, module in model.named_modules(remove_duplicate=False):
         for param_name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
             name = f"{module_name}.{param_name}" if module_name else param_name
             owners.setdefault(id(param), [])
             if name not in owners[id(param)]:
@@ -98,7 +100,10 @@ def attach_grad_sample_hooks(model: nn.Module, *, mode: str, max_grad_norm: floa
                 "weights (e.g. GPT2Config(tie_word_embeddings=False), which adds vocab_size × n_embd parameters)"
             )
     if model in _ATTACHED or isinstance(model, AbstractGradSampleModule):
-        raise ValueError("this model already carries Opacus hooks; build the trainer from a fresh model")
+        raise ValueError(
+            "this model already carries Opacus hooks (an earlier DPTrainer?); call "
+            "detach_grad_sample_hooks(model) first, or build the trainer from a fresh model"
+        )
     register_hf_grad_samplers()
     kwargs = {"max_grad_norm": max_grad_norm} if mode == "ghost" else {}
     hooks = prepare_module(model, grad_sample_mode=mode, wrap_model=False, loss_reduction=LOSS_REDUCTION, **kwargs)
