@@ -231,7 +231,7 @@ class Auditor:
 
 
 #: Modules whose import registers the built-in analyses (optional ones may be absent).
-BUILTIN_ANALYSIS_MODULES: tuple[str, ...] = ("mia_guard.privacy_audit", "mia_guard.images")
+BUILTIN_ANALYSIS_MODULES: tuple[str, ...] = ("mia_guard.privacy_audit", "mia_guard.images", "mia_guard.profile")
 
 
 def _load_builtin_analyses() -> None:

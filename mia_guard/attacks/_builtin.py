@@ -4,3 +4,4 @@ from . import reference_free  # noqa: F401
 from . import lira  # noqa: F401
 from . import sequence_lira  # noqa: F401
 from . import trajectory  # noqa: F401
+from . import learned  # noqa: F401
