@@ -127,12 +127,13 @@ def prefix_sensitivity(
     if min_continuation < 1:
         raise ValueError(f"min_continuation must be >= 1, got {min_continuation}")
     keep = _long_enough(canaries, tokenizer, lengths[-1], min_continuation)
-    kept = _subset(canaries, keep)
-    if kept.is_member.all() or not kept.is_member.any():
+    kept_members = canaries.is_member[keep]
+    if kept_members.all() or not kept_members.any():
         raise ValueError(
             f"after leaving out the {int((~keep).sum())} canaries shorter than {lengths[-1]} + {min_continuation} "
             "tokens, no members or no non-members remain; use shorter prefixes or longer canaries"
         )
+    kept = _subset(canaries, keep)
     options = dict(
         attacks=attacks,
         attack_params=attack_params,
