@@ -7,10 +7,12 @@ goldfish loss          the labels (a data collator)                 :mod:`.goldf
 regularization         TrainingArguments and the model config       :mod:`.regularization`
 output perturbation    what a released model's API returns          :mod:`.output`
 deduplication          the training data                            :mod:`.dedup`
+DP-SGD (Opacus)        the optimizer step (clip, noise, account)    :mod:`.dp`
 =====================  ===========================================  ==========================
 
 Names are imported on first use, so ``import mia_guard.defenses`` loads neither torch
-nor transformers. See docs/defenses.md for parameters, presets and Trainer examples.
+nor transformers; only the DP names import Opacus. See docs/defenses.md for parameters,
+presets and Trainer examples.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ _EXPORTS = {
     "PerturbedOutputModel": "output",
     "DedupResult": "dedup",
     "deduplicate": "dedup",
+    "DPConfig": "dp",
+    "DPTrainer": "dp",
+    "opacus_hooks_disabled": "dp",
+    "unwrap_dp_model": "dp",
 }
 
 __all__ = sorted(_EXPORTS)
