@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ._io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .report_markdown import LEAKAGE_PNG, ROC_PNG, render_markdown
+from .report_markdown import LEAKAGE_PNG, PROFILE_PNG, ROC_PNG, final_profile, render_markdown
 from .report_schema import (
     REPORT_FORMAT,
     REPORT_SCHEMA_VERSION,
     audit_entry,
     build_report,
+    final_audit,
     load_report,
     validate_report,
 )
@@ -66,7 +67,8 @@ def write_report(
         run_info: JSON-able facts about the run passed through (DP epsilon, training args).
 
     Returns:
-        ``{"json", "markdown", "leakage", "roc"}`` -> path written.
+        ``{"json", "markdown", "leakage", "roc"}`` -> path written, plus ``"profile"``
+        (``profile.png``) when the final audit ran the ``"profile"`` analysis.
 
     Raises:
         ValueError: empty history, mismatched canaries, or values JSON cannot store.
@@ -79,6 +81,11 @@ def write_report(
     # figures first: report.json appears only once everything it refers to exists
     atomic_write_bytes(paths["leakage"], leakage_png(report))
     atomic_write_bytes(paths["roc"], roc_png(history))
+    profile = final_profile(final_audit(report))
+    if profile is not None:
+        from .profile import plot_profile
+
+        paths["profile"] = plot_profile(profile, directory / PROFILE_PNG)
     atomic_write_text(paths["markdown"], render_markdown(report))
     atomic_write_json(paths["json"], report)
     return paths

@@ -13,6 +13,7 @@ from .report_schema import curve_fpr, final_audit, fmt_estimate, pct
 
 LEAKAGE_PNG = "leakage.png"
 ROC_PNG = "roc.png"
+PROFILE_PNG = "profile.png"
 
 
 def render_markdown(report: dict) -> str:
@@ -23,6 +24,7 @@ def render_markdown(report: dict) -> str:
         _audited(report),
         _final_table(report),
         _privacy(final_audit(report)),
+        _profile(final_audit(report)),
         _extras(final_audit(report)),
         _over_steps(report),
         _roc(report),
@@ -183,8 +185,31 @@ def _privacy_detail(name: str, privacy: dict) -> str:
     return ""
 
 
+def final_profile(final: dict) -> dict | None:
+    """The final audit's per-position leakage profile (``extras["profile"]``), if it has one."""
+    profile = (final.get("extras") or {}).get("profile")
+    return profile if isinstance(profile, dict) else None
+
+
+def _profile(final: dict) -> str:
+    profile = final_profile(final)
+    if profile is None:
+        return ""
+    from .profile import profile_markdown
+
+    return "\n\n".join([
+        "## Leakage per position (final audit)",
+        profile_markdown(profile),
+        f"![Per-position AUC and the correlation between positions]({PROFILE_PNG})",
+    ])
+
+
 def _extras(final: dict) -> str:
-    extras = {k: v for k, v in (final.get("extras") or {}).items() if k != "privacy" or not _has_privacy(final)}
+    extras = {
+        k: v
+        for k, v in (final.get("extras") or {}).items()
+        if (k != "privacy" or not _has_privacy(final)) and (k != "profile" or final_profile(final) is None)
+    }
     if not extras:
         return ""
     parts = ["## Further figures of the final audit"]

@@ -164,7 +164,8 @@ class TensorBoardSink:
         return self._writer
 
     def write_audit(self, result: AuditResult) -> None:
-        """Scalars of :func:`audit_scalars` and per-attack score histograms at ``result.step``."""
+        """Scalars of :func:`audit_scalars` and per-attack score histograms at ``result.step``;
+        the per-position leakage profile (image and table) when the audit computed one."""
         scalars, _ = audit_scalars(result)
         for tag, value in scalars.items():
             self.writer.add_scalar(f"mia/{tag}", value, result.step)
@@ -174,7 +175,21 @@ class TensorBoardSink:
                 values = scores[valid & mask]
                 if values.size:
                     self.writer.add_histogram(f"mia/{name}/scores_{group}", values, result.step)
+        if isinstance(result.extras.get("profile"), dict):
+            self._write_profile(result.extras["profile"], result.step)
         self.writer.flush()
+
+    def _write_profile(self, profile: dict, step: int) -> None:
+        """The per-position leakage profile as an image and a Markdown table (``mia/profile``)."""
+        import io
+
+        from matplotlib.image import imread
+
+        from .profile import profile_markdown, profile_png
+
+        image = imread(io.BytesIO(profile_png(profile)), format="png")[..., :3]
+        self.writer.add_image("mia/profile", image, step, dataformats="HWC")
+        self.writer.add_text("mia/profile", profile_markdown(profile), step)
 
     def write_decision(self, decision: Any, step: int) -> None:
         """The gate verdict and its reasons as text (``mia/gate``)."""

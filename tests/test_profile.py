@@ -131,3 +131,45 @@ def test_profile_rejects_too_few_canaries():
         leakage_profile(stats, np.array([True, False] * 3))
     with pytest.raises(ValueError, match="is_member has shape"):
         leakage_profile(stats, np.array([True, False]))
+
+
+def _profiled_auditor(n: int = 200) -> Auditor:
+    canaries = CanarySet.generate(n, "code_credential", seed=4)
+    auditor = Auditor(canaries, byte_tokenizer(), attacks=["loss"], reference="none", analyses=["profile"])
+    rng = np.random.default_rng(8)
+    for step in (0, 10):
+        values = ar1_noise(rng, n, POSITIONS, 0.3)
+        values[canaries.is_member, 2] += 1.2 * (step > 0)
+        auditor.evaluate(token_stats(values), step)
+    return auditor
+
+
+def test_report_files_include_the_final_profile(tmp_path):
+    from mia_guard.report import REPORT_FILES, write_report
+
+    auditor = _profiled_auditor()
+    paths = write_report(auditor.history, tmp_path, canaries=auditor.canaries)
+    assert set(paths) == set(REPORT_FILES) | {"profile"}
+    assert paths["profile"].read_bytes()[:4] == b"\x89PNG"
+    text = paths["markdown"].read_text()
+    assert "## Leakage per position (final audit)" in text
+    assert "| 2 (strongest) |" in text and "](profile.png)" in text
+    assert '"correlation"' not in text  # not dumped again as raw JSON among the further figures
+
+
+def test_tensorboard_sink_writes_the_profile_image_and_table(tmp_path):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    from mia_guard.sinks import TensorBoardSink
+
+    auditor = _profiled_auditor()
+    sink = TensorBoardSink(tmp_path, ["loss"], auditor.fprs, auditor.canaries.is_member)
+    for result in auditor.history:
+        sink.write_audit(result)
+    sink.close()
+    (events,) = [p for p in tmp_path.iterdir() if p.name.startswith("events.out")]
+    acc = event_accumulator.EventAccumulator(str(events), size_guidance={"images": 0, "tensors": 0})
+    acc.Reload()
+    assert [image.step for image in acc.Images("mia/profile")] == [0, 10]
+    table = acc.Tensors("mia/profile/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert "| 2 (strongest) |" in table
