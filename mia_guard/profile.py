@@ -170,7 +170,8 @@ def leakage_profile(
     rows = counts > 0
     mean_stat = np.where(np.isfinite(block), block, 0.0).sum(axis=1)[rows] / counts[rows]
     overall = auc_with_ci(mean_stat, is_member[rows], confidence)
-    corr = {label: pairwise_correlation(block[mask]) for label, mask in (("members", is_member), ("nonmembers", ~is_member))}
+    groups = (("members", is_member), ("nonmembers", ~is_member))
+    corr = {label: pairwise_correlation(block[rows_of_class]) for label, rows_of_class in groups}
     return {
         "statistic": statistic,
         "calibrated": reference is not None,
@@ -254,9 +255,8 @@ def profile_markdown(profile: dict) -> str:
         ("mean_lag1", "mean lag-1 (neighbours)", 2),
         ("effective_positions", f"effective independent positions (of {len(profile['positions'])})", 1),
     ):
-        lines.append(
-            f"| {label} | {_fmt_float(summary['members'][key], digits)} | {_fmt_float(summary['nonmembers'][key], digits)} |"
-        )
+        members, nonmembers = (_fmt_float(summary[group][key], digits) for group in ("members", "nonmembers"))
+        lines.append(f"| {label} | {members} | {nonmembers} |")
     if profile.get("positions_available", len(profile["positions"])) > len(profile["positions"]):
         lines += ["", f"Showing the first {len(profile['positions'])} of {profile['positions_available']} positions."]
     return "\n".join(lines)
@@ -288,7 +288,8 @@ def profile_figure(profile: dict) -> Any:
     ax_auc.legend(loc="lower right", fontsize=8)
     image = None
     for ax, key, title in ((ax_in, "members", "members"), (ax_out, "nonmembers", "non-members")):
-        matrix = np.array([[np.nan if v is None else v for v in row] for row in profile["correlation"][key]], dtype=np.float64)
+        rows = profile["correlation"][key]
+        matrix = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
         image = ax.imshow(matrix, vmin=-1.0, vmax=1.0, cmap="RdBu_r", interpolation="nearest")
         ticks = np.arange(len(positions))
         step = max(1, len(positions) // 8)

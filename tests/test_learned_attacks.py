@@ -19,7 +19,6 @@ from mia_guard.attacks.learned import (
     shadow_scores,
 )
 from mia_guard.attacks.registry import AttackContext
-from mia_guard.audit_result import AuditHistory
 from mia_guard.demo_assets import byte_tokenizer, stdlib_corpus, tiny_gpt2
 from mia_guard.metrics import auc_with_ci, roc_auc
 from mia_guard.token_stats import TokenStats
@@ -197,6 +196,8 @@ def test_shadow_classifier_learns_from_the_shadow_runs_labels(tmp_path):
     # with a target reference, every shadow run's first audit serves as its reference
     with_reference = shadow_scores(target_stats, [good], reference=synthetic_stats(300, 23))
     assert auc_with_ci(with_reference, target.is_member).low > 0.7
+    in_memory = ShadowRun.from_audits([synthetic_stats(300, 20), shadow_stats], shadow_canaries.is_member, [0, 100])
+    np.testing.assert_allclose(shadow_scores(target_stats, [in_memory]), scores)  # the same fit as from the file
     runs = load_shadow_runs([good, flipped])
     assert all(isinstance(r, ShadowRun) and r.step == 100 and r.reference is not None for r in runs)
     assert load_shadow_runs([good], step=0)[0].reference is None

@@ -87,10 +87,11 @@ def make_classifier(model: str = "logreg", *, seed: int = 0, **params: Any) -> A
         raise ValueError(f"unknown classifier model {model!r}; choose one of {', '.join(MODELS)}")
     unknown = set(params) - allowed
     if unknown:
-        raise ValueError(f"unknown parameters {sorted(unknown)} for the {model!r} classifier; allowed: {sorted(allowed)}")
-    return Pipeline(
-        [("impute", SimpleImputer(strategy="median", keep_empty_features=True)), ("scale", StandardScaler()), ("clf", clf)]
-    )
+        raise ValueError(
+            f"unknown parameters {sorted(unknown)} for the {model!r} classifier; allowed: {sorted(allowed)}"
+        )
+    impute = SimpleImputer(strategy="median", keep_empty_features=True)
+    return Pipeline([("impute", impute), ("scale", StandardScaler()), ("clf", clf)])
 
 
 def fit_classifier(pipeline: Any, features: np.ndarray, is_member: np.ndarray) -> Any:
@@ -201,6 +202,44 @@ class ShadowRun:
     source: str
     step: int
 
+    @classmethod
+    def from_audits(
+        cls,
+        stats: Sequence[TokenStats],
+        is_member: np.ndarray,
+        steps: Sequence[int],
+        *,
+        source: str = "in-memory run",
+        step: int | None = None,
+    ) -> "ShadowRun":
+        """A shadow run from its audits' TokenStats (oldest first) and membership.
+
+        ``step`` picks the audit to train on (default: the last); the first audit is the
+        run's reference unless it is the one picked.
+        """
+        if len(stats) == 0 or len(stats) != len(steps):
+            raise ValueError(f"{source}: need one training step per audit, got {len(stats)} audits, {len(steps)} steps")
+        if step is None:
+            chosen = len(stats) - 1
+        else:
+            matches = [i for i, s in enumerate(steps) if s == step]
+            if not matches:
+                raise ValueError(f"{source} has no audit at step {step}; its audits are at steps {list(steps)}")
+            chosen = matches[-1]
+        is_member = np.asarray(is_member, dtype=bool)
+        if is_member.shape != (stats[chosen].num_canaries,):
+            raise ValueError(
+                f"{source}: membership covers {len(is_member)} canaries but the statistics {stats[chosen].num_canaries}"
+            )
+        return cls(
+            stats=stats[chosen],
+            is_member=is_member,
+            reference=stats[0] if chosen > 0 else None,
+            all_stats=tuple(stats),
+            source=source,
+            step=int(steps[chosen]),
+        )
+
 
 def load_shadow_runs(paths: Sequence[str | os.PathLike], step: int | None = None) -> list[ShadowRun]:
     """Read shadow runs from saved AuditHistory JSON files.
@@ -223,28 +262,8 @@ def load_shadow_runs(paths: Sequence[str | os.PathLike], step: int | None = None
             raise ValueError(
                 f"{path} holds no token statistics; save the shadow run's history with include_stats=True"
             )
-        if step is None:
-            chosen = len(audited) - 1
-        else:
-            matches = [i for i, r in enumerate(audited) if r.step == step]
-            if not matches:
-                raise ValueError(f"{path} has no audit at step {step}; its audits are at steps {[r.step for r in audited]}")
-            chosen = matches[-1]
-        stats = audited[chosen].stats
-        if len(history.is_member) != stats.num_canaries:
-            raise ValueError(
-                f"{path}: membership covers {len(history.is_member)} canaries but the statistics {stats.num_canaries}"
-            )
-        runs.append(
-            ShadowRun(
-                stats=stats,
-                is_member=history.is_member,
-                reference=audited[0].stats if chosen > 0 else None,
-                all_stats=tuple(r.stats for r in audited),
-                source=str(Path(path)),
-                step=audited[chosen].step,
-            )
-        )
+        stats, steps = [r.stats for r in audited], [r.step for r in audited]
+        runs.append(ShadowRun.from_audits(stats, history.is_member, steps, source=str(Path(path)), step=step))
     return runs
 
 
