@@ -56,7 +56,7 @@ def test_cli_demo_runs_with_small_flags(tmp_path, capsys):
 def test_cli_defaults_match_the_library_defaults():
     args = build_parser().parse_args(["demo"])
     defaults = DemoConfig()
-    for field in ("steps", "every", "canaries", "repetitions", "n_layer", "n_embd", "device", "output_dir", "seed"):
+    for field in ("steps", "every", "canaries", "repetitions", "n_layer", "n_embd", "device", "output_dir", "seed", "threads"):
         assert getattr(args, field) == getattr(defaults, field), field
     assert args.no_progress is (not defaults.progress)
 

@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train")
     parser.add_argument("--output-dir", type=Path, default=Path("mia_demo"), help="where to write everything")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads when training on the CPU")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             output_dir=args.output_dir,
             seed=args.seed,
+            threads=args.threads,
             progress=not args.no_progress,
         )
     except ValueError as err:
