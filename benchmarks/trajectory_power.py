@@ -1,13 +1,14 @@
 """Do training trajectories beat final-step attacks? A tiny GPT-2 audited ~8 times while it trains.
 
 For each seed and canary kind, a byte-level GPT-2 (2 layers, 64 wide) trains with a plain
-AdamW loop on Python-stdlib chunks with the member canaries inserted; an
-:class:`~mia_guard.audit.Auditor` audits it at ``--audits`` evenly spaced steps (step 0
-included). At the last audit the trajectory attacks (``trajectory_logreg``,
-``trajectory_rnn``: the canaries' metrics over all audits) are compared with attacks
-that read only the final model (``loss``, ``min_k_plus_plus``, ``lira_online``,
-``seq_lira``) and with ``reference`` (final loss minus step-0 loss, the two-point
-trajectory).
+AdamW loop on Python-stdlib chunks with the member canaries inserted (8 copies each); an
+:class:`~mia_guard.audit.Auditor` scores the canaries at ``--audits`` evenly spaced steps
+(step 0 included) and keeps their statistics. At the last audit every attack runs on the
+context the Auditor gives it (earlier audits as the history, step 0 as the reference):
+the trajectory attacks (``trajectory_logreg``, ``trajectory_rnn``: the canaries' metrics
+over all audits) against attacks that read only the final model (``loss``,
+``min_k_plus_plus``, ``lira_online``, ``seq_lira``) and ``reference`` (final loss minus
+step-0 loss, a two-point trajectory).
 
 Canary kinds:
 
@@ -22,24 +23,28 @@ over seeds (members flagged at each run's own threshold, summed; Clopper–Pears
 ``--canaries 2048`` with an exact half split gives 1024 non-members per run, enough to
 resolve 0.1% FPR.
 
-    python benchmarks/trajectory_power.py                          # 3 seeds, both kinds (~10 min on 2 cores)
-    python benchmarks/trajectory_power.py --kinds texts --seeds 0   # one run
-    python benchmarks/trajectory_power.py --out trajectory_power.json
+    python benchmarks/trajectory_power.py --out power.json --histories runs/   # 3 seeds x 2 kinds, ~15 CPU-minutes
+    python benchmarks/trajectory_power.py --kinds texts --seeds 0               # one run
+    python benchmarks/trajectory_power.py --from-histories runs/ \
+        --attack-params '{"trajectory_logreg": {"C": 0.1}}'                      # re-score saved runs, no training
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from mia_guard import Auditor, CanarySet
+from mia_guard import AuditHistory, Auditor, CanarySet
 from mia_guard._io import atomic_write_json
+from mia_guard.attacks import AttackContext, get
 from mia_guard.demo_assets import CausalLMCollator, byte_tokenizer, stdlib_corpus, tiny_gpt2, tokenize
-from mia_guard.metrics import clopper_pearson, mean_with_ci
+from mia_guard.metrics import clopper_pearson, mean_with_ci, summarize_attack
 
 TRAJECTORY = ("trajectory_logreg", "trajectory_rnn")
 FINAL_STEP = ("loss", "min_k_plus_plus", "lira_online", "seq_lira", "reference")
@@ -80,26 +85,61 @@ def train_with_audits(
         optimizer.zero_grad(set_to_none=True)
 
 
-def run_once(kind: str, seed: int, args: argparse.Namespace) -> dict:
-    """Train one model with audits; the last audit's metrics per attack (JSON-able)."""
+def train_and_audit(kind: str, seed: int, args: argparse.Namespace) -> tuple[CanarySet, AuditHistory]:
+    """Train one model, recording each audit's statistics (the audits run only ``loss``)."""
     tokenizer = byte_tokenizer()
     canaries, corpus = make_canaries(kind, args.canaries, seed)
     data = canaries.insert_into(corpus[: args.corpus_chunks], repetitions=args.repetitions, seed=seed)
     rows = tokenize(data, tokenizer, 128)
-    auditor = Auditor(canaries, tokenizer, attacks=FINAL_STEP + TRAJECTORY, fprs=FPRS, seed=seed)
+    auditor = Auditor(canaries, tokenizer, attacks=("loss",), fprs=FPRS, reference="none", seed=seed)
     audit_steps = np.unique(np.linspace(0, args.steps, args.audits).round().astype(int)).tolist()
-    started = time.perf_counter()
     train_with_audits(tiny_gpt2(seed=seed), rows, auditor, audit_steps, batch_size=args.batch_size, lr=args.lr, seed=seed)
-    last = auditor.history.last
-    seconds = {name: last.seconds.get(name, 0.0) for name in ("scoring", "attacks")}
+    return canaries, auditor.history
+
+
+def final_metrics(canaries: CanarySet, history: AuditHistory, attack_params: dict, seed: int) -> dict:
+    """Every attack at the last audit, as the Auditor runs them: the history's earlier audits as the
+    trajectory, the first audit (step 0) as the reference, canaries with non-finite statistics left out."""
+    stats = [r.stats for r in history.results]
+    valid = ~np.logical_or.reduce([s.nonfinite_canaries() for s in stats])
+    texts = canaries.texts
+    ctx = AttackContext(
+        stats=stats[-1].subset(valid),
+        texts=[t for t, ok in zip(texts, valid) if ok] if texts is not None else None,
+        reference=stats[0].subset(valid),
+        history=[s.subset(valid) for s in stats[:-1]],
+        history_steps=history.steps[:-1],
+        is_member=canaries.is_member[valid],
+        seed=seed,
+    )
+    metrics, seconds = {}, {}
+    for name in FINAL_STEP + TRAJECTORY:
+        started = time.perf_counter()
+        scores = get(name)(ctx, **attack_params.get(name, {}))
+        seconds[name] = time.perf_counter() - started
+        metrics[name] = summarize_attack(name, scores, ctx.is_member, FPRS, seed=seed).to_dict()
+    return {"metrics": metrics, "attack_seconds": seconds, "n_valid": int(valid.sum())}
+
+
+def run_once(kind: str, seed: int, args: argparse.Namespace) -> dict:
+    """One run (trained now, or loaded from ``--from-histories``) and its last audit's metrics."""
+    name = f"{kind}_seed{seed}.json"
+    started = time.perf_counter()
+    if args.from_histories:
+        canaries = make_canaries(kind, args.canaries, seed)[0]
+        history = AuditHistory.load(Path(args.from_histories) / name)
+        if history.canary_hash != canaries.content_hash:
+            raise ValueError(f"{name} was recorded with other canaries; pass the --canaries it was run with")
+    else:
+        canaries, history = train_and_audit(kind, seed, args)
+        if args.histories:
+            history.save(Path(args.histories) / name)
     return {
         "kind": kind,
         "seed": seed,
-        "audit_steps": audit_steps,
+        "audit_steps": history.steps,
         "wall_seconds": time.perf_counter() - started,
-        "last_audit_seconds": seconds,
-        "skipped": last.skipped,
-        "metrics": {name: m.to_dict() for name, m in last.metrics.items()},
+        **final_metrics(canaries, history, json.loads(args.attack_params), seed),
     }
 
 
@@ -137,10 +177,7 @@ def print_run(run: dict, attacks: Sequence[str]) -> None:
     print(f"\n{run['kind']} seed {run['seed']}: audits at {run['audit_steps']} ({run['wall_seconds']:.0f} s)")
     print(f"  {'attack':<18} {'AUC':<24} {'TPR@1%FPR':<24} TPR@0.1%FPR")
     for name in attacks:
-        m = run["metrics"].get(name)
-        if m is None:
-            print(f"  {name:<18} skipped: {run['skipped'].get(name, 'not run')}")
-            continue
+        m = run["metrics"][name]
         tprs = [_fmt(m["tpr_at_fpr"][repr(f)]) for f in (0.01, 0.001)]
         print(f"  {name:<18} {_fmt(m['auc']):<24} {tprs[0]:<24} {tprs[1]}")
 
@@ -174,13 +211,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--kinds", nargs="+", choices=("templated", "texts"), default=["templated", "texts"])
     parser.add_argument("--canaries", type=int, default=2048)
-    parser.add_argument("--repetitions", type=int, default=4)
-    parser.add_argument("--corpus-chunks", type=int, default=1500)
-    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--repetitions", type=int, default=8)
+    parser.add_argument("--corpus-chunks", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--audits", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--attack-params", default="{}", help='JSON, e.g. \'{"trajectory_logreg": {"C": 0.1}}\'')
+    parser.add_argument("--histories", help="save each run's audit history (with statistics) in this directory")
+    parser.add_argument("--from-histories", help="re-score the runs saved by --histories here instead of training")
     parser.add_argument("--out", help="write every figure to this JSON file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -24,12 +24,14 @@ Two registered attacks, both supervised and cross-fitted over stratified canary 
 (:func:`~mia_guard.attacks.crossfit.cross_fit`), so no canary is scored by a model that
 saw its own label:
 
-- ``trajectory_logreg``: L2-regularized logistic regression on the per-audit feature
-  levels, the change from the first to the last audit and the least-squares slope over
-  the audits (the baseline);
-- ``trajectory_rnn``: per-audit vectors (standardized levels and their change since the
-  first audit) -> GRU -> attention pooling over audits -> logit, trained full-batch with
-  Adam on CPU; seeded, so the same inputs give the same scores.
+- ``trajectory_logreg``: L2-regularized logistic regression (``C=0.1``) on the
+  per-audit levels of all :data:`FEATURES`, their change from the first to the last
+  audit and their least-squares slope over the audits (the baseline);
+- ``trajectory_rnn``: per-audit vectors of :data:`RNN_FEATURES` (NLL and confidence;
+  standardized levels and their change since the first audit) -> GRU -> attention
+  pooling over audits -> logit, trained full-batch with Adam on CPU with early stopping
+  on a held-out part of each training fold; seeded, so the same inputs give the same
+  scores. With all seven features it overfit and lost to the baseline at low FPR.
 
 Both return the classifier's logit, higher = member. They need at least one earlier
 audit (``needs=["history"]``), so the Auditor reports them from the second audit on.
@@ -45,11 +47,13 @@ import numpy as np
 import torch
 
 from ..token_stats import TokenStats
-from .crossfit import cross_fit
+from .crossfit import cross_fit, stratified_folds
 from .reference_free import min_k, min_k_plus_plus
 from .registry import AttackContext, register
 
 FEATURES = ("nll", "confidence", "entropy", "logp_std", "top1", "min_k", "min_k_plus_plus")
+#: The RNN's default inputs: with all of FEATURES it overfits (see docs/images_and_trajectories.md).
+RNN_FEATURES = ("nll", "confidence")
 DEFAULT_MAX_AUDITS = 32
 
 
@@ -117,9 +121,9 @@ def summary_features(trajectories: np.ndarray) -> np.ndarray:
 @register("trajectory_logreg", supervised=True, needs=["history"])
 def trajectory_logreg(
     ctx: AttackContext,
-    features: Sequence[str] = tuple(FEATURES),
+    features: Sequence[str] = FEATURES,
     max_audits: int = DEFAULT_MAX_AUDITS,
-    C: float = 1.0,
+    C: float = 0.1,
 ) -> np.ndarray:
     """Logistic regression on trajectory summaries (levels, change, slope per audit; cross-fitted)."""
     from sklearn.linear_model import LogisticRegression
@@ -132,8 +136,7 @@ def trajectory_logreg(
     y = np.asarray(ctx.is_member, dtype=bool)
 
     def fit(train: np.ndarray):
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
-        return model.fit(x[train], y[train])
+        return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000)).fit(x[train], y[train])
 
     def score(model, test: np.ndarray) -> np.ndarray:
         return model.decision_function(x[test])
@@ -173,6 +176,7 @@ def fit_attention_gru(
     inputs: np.ndarray,
     labels: np.ndarray,
     *,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
     hidden: int = 16,
     epochs: int = 100,
     lr: float = 0.02,
@@ -182,38 +186,57 @@ def fit_attention_gru(
     """Train an :class:`AttentionGRU` on ``inputs [n, L, D]`` and bool ``labels [n]`` (full batch, Adam).
 
     The loss weighs members by the non-member/member ratio, so an unbalanced split does
-    not shift the logit's scale. Initialization is seeded from ``seed`` inside a forked
-    RNG: the global torch RNG is left as it was.
+    not shift the logit's scale. With ``validation = (inputs, labels)`` the weights of the
+    epoch with the lowest validation loss are kept (early stopping). Initialization is
+    seeded from ``seed`` inside a forked RNG: the global torch RNG is left as it was.
     """
-    x = torch.as_tensor(inputs, dtype=torch.float32)
-    y = torch.as_tensor(np.asarray(labels, dtype=np.float32))
+    x, y = _tensors(inputs, labels)
     n_pos = float(y.sum())
-    pos_weight = torch.tensor((len(y) - n_pos) / max(n_pos, 1.0))
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(y) - n_pos) / max(n_pos, 1.0)))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AttentionGRU(x.shape[2], hidden)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-    model.train()
-    with torch.enable_grad():
-        for _ in range(epochs):
+    x_val, y_val = _tensors(*validation) if validation is not None else (None, None)
+    best_loss, best_state = float("inf"), None
+    for _ in range(epochs):
+        model.train()
+        with torch.enable_grad():
             optimizer.zero_grad(set_to_none=True)
             loss_fn(model(x), y).backward()
             optimizer.step()
+        if x_val is not None:
+            model.eval()
+            with torch.no_grad():
+                val_loss = float(loss_fn(model(x_val), y_val))
+            if val_loss < best_loss:
+                best_loss, best_state = val_loss, {k: v.clone() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        model.load_state_dict(best_state)
     return model.eval()
+
+
+def _tensors(inputs: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.as_tensor(inputs, dtype=torch.float32), torch.as_tensor(np.asarray(labels, dtype=np.float32))
 
 
 @register("trajectory_rnn", supervised=True, needs=["history"])
 def trajectory_rnn(
     ctx: AttackContext,
-    features: Sequence[str] = tuple(FEATURES),
+    features: Sequence[str] = RNN_FEATURES,
     max_audits: int = DEFAULT_MAX_AUDITS,
     hidden: int = 16,
     epochs: int = 100,
     lr: float = 0.02,
     weight_decay: float = 1e-3,
+    early_stopping: bool = True,
 ) -> np.ndarray:
-    """SeqMIA-style attention GRU over the per-audit metric trajectory (cross-fitted)."""
+    """SeqMIA-style attention GRU over the per-audit metric trajectory (cross-fitted).
+
+    With ``early_stopping`` a stratified fifth of each fold's training canaries is held
+    out to pick the epoch (the lowest validation loss); those canaries are still scored
+    only by the fold model that never saw them.
+    """
     if hidden < 1 or epochs < 1 or lr <= 0 or weight_decay < 0:
         raise ValueError(
             f"trajectory_rnn needs hidden >= 1, epochs >= 1, lr > 0, weight_decay >= 0; "
@@ -224,9 +247,13 @@ def trajectory_rnn(
 
     def fit(train: np.ndarray):
         inputs = _rnn_inputs(trajectories, train)
-        model = fit_attention_gru(
-            inputs[train], y[train], hidden=hidden, epochs=epochs, lr=lr, weight_decay=weight_decay, seed=ctx.seed
-        )
+        options = dict(hidden=hidden, epochs=epochs, lr=lr, weight_decay=weight_decay, seed=ctx.seed)
+        if early_stopping:
+            held = stratified_folds(y[train], _inner_folds(y[train]), ctx.seed) == 0
+            fitted, checked = train[~held], train[held]
+            model = fit_attention_gru(inputs[fitted], y[fitted], validation=(inputs[checked], y[checked]), **options)
+        else:
+            model = fit_attention_gru(inputs[train], y[train], **options)
         return model, inputs
 
     def score(fitted, test: np.ndarray) -> np.ndarray:
@@ -235,3 +262,14 @@ def trajectory_rnn(
             return model(torch.as_tensor(inputs[test], dtype=torch.float32)).double().numpy()
 
     return cross_fit(y, fit, score, n_folds=ctx.n_folds, seed=ctx.seed)
+
+
+def _inner_folds(labels: np.ndarray) -> int:
+    """Folds for the early-stopping split: 5, or fewer when a class has fewer canaries (at least 2)."""
+    smallest = int(min(labels.sum(), (~labels).sum()))
+    if smallest < 2:
+        raise ValueError(
+            "early stopping needs at least 2 members and 2 non-members in each training fold; "
+            "use more canaries or early_stopping=False"
+        )
+    return min(5, smallest)
