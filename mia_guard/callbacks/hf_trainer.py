@@ -55,7 +55,7 @@ from transformers.trainer_callback import ExportableState
 
 from ..audit import DEFAULT_ATTACKS, DEFAULT_FPRS, Auditor
 from ..canaries import CanarySet
-from .session import AuditSession
+from .session import AuditSession, load_policy
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
         self.batch_size = batch_size
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.policy_source = _policy_source(policy)
-        self.policy = _load_policy(policy)
+        self.policy = load_policy(policy)
         self.stop_on_blocked = stop_on_blocked
         self.progress = progress
         self.tensorboard = tensorboard
@@ -281,20 +281,6 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
         if legacy:
             return Path(legacy)
         return Path(args.output_dir) / "runs" / "mia_guard"
-
-
-def _load_policy(policy: Any) -> Any:
-    if policy is None:
-        return None
-    from ..gate import ReleasePolicy
-
-    if isinstance(policy, ReleasePolicy):
-        return policy
-    if isinstance(policy, Mapping):
-        return ReleasePolicy.from_dict(dict(policy))
-    if isinstance(policy, (str, os.PathLike)):
-        return ReleasePolicy.from_toml(policy)
-    raise TypeError(f"policy must be a ReleasePolicy, a dict or a TOML path, got {type(policy).__name__}")
 
 
 def _policy_source(policy: Any) -> Any:

@@ -12,8 +12,15 @@ Accelerate loops only translate their events into :meth:`AuditSession.audit` and
 3. on the writing process only: save ``history.json`` (atomically), write TensorBoard
    and JSONL figures, run the release gate.
 
-Every rank runs steps 1-2 (DDP forward passes and any future gathering need all of
-them); only the process with ``is_main=True`` opens files.
+In a distributed run (``torch.distributed`` initialized with more than one process
+when the session is built) every process scores its shard of the canaries, rank 0
+gathers the statistics and evaluates, and the result and gate decision are broadcast so
+every process records the same figures and takes the same decision
+(:mod:`mia_guard.distributed`). Only the process with ``is_main=True`` (rank 0) opens
+files. Faults (:mod:`mia_guard.faults`): scoring that runs out of memory is retried at
+half the batch size (the audit notes it; an audit that fails even one canary at a time is
+skipped and logged, training goes on), and unwritable output directories are reported
+when the session is built.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import torch
 
+from .. import distributed
 from ..audit import Auditor
 from ..audit_result import AuditHistory, AuditResult
+from ..faults import AuditOutOfMemoryError, OutputDirectoryError, check_writable, retry_on_oom
 from ..sinks import JsonlSink, TensorBoardSink
 from ..token_stats import TokenStats
 
@@ -95,6 +104,21 @@ def preserved_rng() -> Iterator[None]:
             np.random.set_state(numpy_state)
 
 
+def load_policy(policy: Any) -> Any:
+    """A ``mia_guard.gate.ReleasePolicy`` from a policy, its dict or the path of its TOML file (``None`` passes)."""
+    if policy is None:
+        return None
+    from ..gate import ReleasePolicy
+
+    if isinstance(policy, ReleasePolicy):
+        return policy
+    if isinstance(policy, Mapping):
+        return ReleasePolicy.from_dict(dict(policy))
+    if isinstance(policy, (str, os.PathLike)):
+        return ReleasePolicy.from_toml(policy)
+    raise TypeError(f"policy must be a ReleasePolicy, a dict or a TOML path, got {type(policy).__name__}")
+
+
 # ---------------------------------------------------------------------------- session
 class AuditSession:
     """Audits one training run: results, history file, sinks and release gate.
@@ -106,7 +130,15 @@ class AuditSession:
         tensorboard_dir: TensorBoard logging directory, or ``None`` for no TensorBoard.
         jsonl: write ``audits.jsonl``.
         policy: a ``mia_guard.gate.ReleasePolicy`` checked after every audit, or ``None``.
-        is_main: whether this process writes files (rank 0).
+        is_main: whether this process writes files (rank 0; in a distributed run it must
+            be exactly rank 0).
+
+    Raises:
+        OutputDirectoryError: ``output_dir`` or ``tensorboard_dir`` cannot be written
+            (checked with a probe file; on every process of a distributed run).
+
+    In a distributed run, build the session on every process (it is a collective) after
+    the process group is initialized.
     """
 
     def __init__(
@@ -123,7 +155,18 @@ class AuditSession:
         self.output_dir = Path(output_dir)
         self.policy = policy
         self.is_main = is_main
+        self.group = distributed.current_group()
+        if self.group is not None and is_main != self.group.is_root:
+            raise ValueError(
+                f"in a distributed run rank 0 writes the audit files; this is rank {self.group.rank} with "
+                f"is_main={is_main}. Pass is_main=(rank == 0)"
+            )
+        self._check_directories(tensorboard_dir)
         self.decisions: dict[int, Any] = {}
+        #: steps whose audit was skipped, with the reason (scoring out of memory at batch size 1)
+        self.skipped: dict[int, str] = {}
+        #: scoring batch size; halved for good after an out-of-memory error
+        self.batch_size = auditor.scoring_options["batch_size"] or distributed.default_batch_size(auditor.encoded)
         #: wall seconds spent in this process: ``audits`` (all audits, publishing included), ``report``
         self.seconds = {"audits": 0.0, "report": 0.0}
         canaries = auditor.canaries
@@ -205,31 +248,39 @@ class AuditSession:
         if self.jsonl is not None:
             self.jsonl.rewrite(auditor.history)
 
-    def audit(self, model: Any, step: int) -> tuple[AuditResult, Any]:
-        """Audit ``model`` at ``step``; returns ``(result, gate decision or None)``."""
-        started = time.perf_counter()
-        with preserved_rng(), opacus_hooks_disabled(model):
-            stats = self.gather(self.auditor.score(unwrap_model(model)))
-            result = self.auditor.evaluate(stats, step, scoring_seconds=time.perf_counter() - started)
-        decision = None
-        if self.policy is not None:
-            from ..gate import evaluate_result
+    def audit(self, model: Any, step: int) -> tuple[AuditResult | None, Any]:
+        """Audit ``model`` at ``step``; returns ``(result, gate decision or None)``.
 
-            decision = evaluate_result(self.policy, result)
-            self.decisions[result.step] = decision
+        In a distributed run every process calls it at the same step and gets the same
+        result and decision. When scoring runs out of memory even one canary per batch,
+        the audit is skipped (logged, recorded in :attr:`skipped`) and ``(None, None)``
+        is returned.
+        """
+        started = time.perf_counter()
+        result = decision = None
+        with preserved_rng(), opacus_hooks_disabled(model):
+            try:
+                stats, failed_sizes = self._score(distributed.for_scoring(unwrap_model(model)))
+            except AuditOutOfMemoryError as err:
+                self.skipped[int(step)] = str(err)
+                if self.is_main:
+                    logger.error("mia_guard: audit at step %d skipped: %s", step, err)
+                self.seconds["audits"] += time.perf_counter() - started
+                return None, None
+            if stats is not None:  # rank 0 of a distributed run, or the only process
+                result = self.auditor.evaluate(stats, step, scoring_seconds=time.perf_counter() - started)
+                if failed_sizes:
+                    result.notes.append(
+                        f"scoring ran out of memory at batch size {', '.join(map(str, failed_sizes))}; "
+                        f"it was redone at batch size {self.batch_size} (kept for later audits)"
+                    )
+                decision = self._decide(result)
+        if self.group is not None:
+            result, decision = self._share(result, decision)
         if self.is_main:
             self._publish(result, decision)
         self.seconds["audits"] += time.perf_counter() - started
         return result, decision
-
-    def gather(self, stats: TokenStats) -> TokenStats:
-        """The seam for distributed audits.
-
-        Today every rank scores every canary, so ``stats`` is already complete on each
-        rank. A distributed version splits the canaries across ranks and all-gathers
-        the rows here (returned in canary order).
-        """
-        return stats
 
     def finish(self, run_info: Mapping[str, Any] | None = None) -> dict[str, Path]:
         """Final outputs (main process): the ROC image, the report files; closes the sinks."""
@@ -246,7 +297,11 @@ class AuditSession:
                 self.output_dir,
                 canaries=self.auditor.canaries,
                 decision=self.last_decision,
-                run_info={**dict(run_info or {}), "audit_seconds": round(self.seconds["audits"], 3)},
+                run_info={
+                    **dict(run_info or {}),
+                    "audit_seconds": round(self.seconds["audits"], 3),
+                    **({"skipped_audits": {str(k): v for k, v in self.skipped.items()}} if self.skipped else {}),
+                },
             )
         self.close()
         self.seconds["report"] += time.perf_counter() - started
@@ -257,6 +312,70 @@ class AuditSession:
             self.tensorboard.close()
 
     # ------------------------------------------------------------------ internals
+    def _check_directories(self, tensorboard_dir: str | os.PathLike | None) -> None:
+        """Probe-write the output directories on the main process; every process raises on failure."""
+        directories = [("audit output directory", self.output_dir)]
+        if tensorboard_dir is not None:
+            directories.append(("TensorBoard logging directory", Path(tensorboard_dir)))
+        error: OutputDirectoryError | None = None
+        if self.is_main:
+            try:
+                check_writable(directories)
+            except OutputDirectoryError as err:
+                error = err
+        message = str(error) if error is not None else None
+        if self.group is not None:
+            message = self.group.broadcast_json(message)
+        if error is not None:
+            raise error
+        if message is not None:
+            raise OutputDirectoryError(f"on rank 0: {message}")
+
+    def _score(self, model: Any) -> tuple[TokenStats | None, list[int]]:
+        """The canaries' statistics (``None`` on ranks other than 0) and the batch sizes that ran out of memory."""
+        options = self.auditor.scoring_options
+        encoded = self.auditor.encoded
+
+        def run(batch_size: int) -> TokenStats:
+            return distributed.score_shard(
+                model, encoded, batch_size, self.group,
+                chunk_size=options["chunk_size"], device=options["device"], progress=options["progress"],
+            )
+
+        agree = self.group.any if self.group is not None else None
+        local, self.batch_size, failed_sizes = retry_on_oom(run, self.batch_size, agree=agree)
+        stats = local if self.group is None else distributed.gather_stats(local, encoded, self.group)
+        return stats, failed_sizes
+
+    def _decide(self, result: AuditResult) -> Any:
+        if self.policy is None:
+            return None
+        from ..gate import evaluate_result
+
+        decision = evaluate_result(self.policy, result)
+        self.decisions[result.step] = decision
+        return decision
+
+    def _share(self, result: AuditResult | None, decision: Any) -> tuple[AuditResult, Any]:
+        """Rank 0's result (without token statistics) and decision, on every process."""
+        payload = None
+        if self.group.is_root:
+            payload = {
+                "result": result.to_dict(include_stats=False),
+                "decision": decision.to_dict() if decision is not None else None,
+            }
+        payload = self.group.broadcast_json(payload)
+        if self.group.is_root:
+            return result, decision
+        result = AuditResult.from_dict(payload["result"])
+        self.auditor.history.append(result)
+        if payload["decision"] is not None:
+            from ..gate import GateDecision
+
+            decision = GateDecision.from_dict(payload["decision"])
+            self.decisions[result.step] = decision
+        return result, decision
+
     def _publish(self, result: AuditResult, decision: Any) -> None:
         self.history.save(self.history_path)
         verdict = decision.verdict if decision is not None else None
