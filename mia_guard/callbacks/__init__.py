@@ -1,5 +1,6 @@
-"""Training-loop integrations. ``MIAAuditCallback`` (Hugging Face ``Trainer``) is imported
-lazily, so ``import mia_guard.callbacks`` does not import transformers."""
+"""Training-loop integrations: ``MIAAuditCallback`` (Hugging Face ``Trainer``) and
+``AuditLoop`` (plain PyTorch / Accelerate loops). Imported lazily, so
+``import mia_guard.callbacks`` does not import transformers."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 _EXPORTS = {
     "MIAAuditCallback": "mia_guard.callbacks.hf_trainer",
     "AuditSession": "mia_guard.callbacks.session",
+    "AuditLoop": "mia_guard.callbacks.loop",
 }
 
 __all__ = sorted(_EXPORTS)
