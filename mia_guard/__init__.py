@@ -27,6 +27,8 @@ _EXPORTS = {
     "Auditor": "mia_guard.audit",
     "AuditResult": "mia_guard.audit_result",
     "AuditHistory": "mia_guard.audit_result",
+    "MIAAuditCallback": "mia_guard.callbacks.hf_trainer",
+    "ReleasePolicy": "mia_guard.gate",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

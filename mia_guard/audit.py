@@ -111,6 +111,9 @@ class Auditor:
         bad_fprs = [f for f in fprs if not 0 < f < 1]
         if bad_fprs:
             raise ValueError(f"FPR levels must be in (0, 1), got {bad_fprs}")
+        duplicates = sorted({name for name in attacks if list(attacks).count(name) > 1})
+        if duplicates:
+            raise ValueError(f"attacks {duplicates} are listed more than once; list each attack once")
         self.attacks = [attack_registry.get(name) for name in attacks]  # raises on unknown names
         self.attack_params = {k: dict(v) for k, v in (attack_params or {}).items()}
         unknown = set(self.attack_params) - set(attacks)

@@ -283,4 +283,5 @@ def _progress(batches: list, enabled: bool):
         return batches
     from tqdm.auto import tqdm
 
-    return tqdm(batches, desc="mia_guard: scoring canaries", unit="batch", leave=False)
+    # delay: short audits (the common case under a training loop's own bar) show no bar at all
+    return tqdm(batches, desc="mia_guard: scoring canaries", unit="batch", leave=False, delay=2)

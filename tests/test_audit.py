@@ -89,3 +89,8 @@ def test_auditor_input_errors(trained_lm):
         Auditor(canaries.with_membership(np.ones(len(canaries), bool)), tok)
     with pytest.raises(ValueError, match="need a tokenizer"):
         Auditor(canaries)
+
+
+def test_duplicate_attack_names_are_refused(trained_lm):
+    with pytest.raises(ValueError, match=r"\['loss'\] are listed more than once"):
+        Auditor(trained_lm.canaries, trained_lm.tokenizer, attacks=["loss", "min_k", "loss"])
