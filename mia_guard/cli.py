@@ -12,7 +12,7 @@ import importlib
 import sys
 from typing import Sequence
 
-COMMAND_MODULES = ("audit", "demo", "gate", "multirun", "plan", "report")
+COMMAND_MODULES = ("audit", "compare", "demo", "gate", "multirun", "plan", "report")
 
 EXIT_OK = 0
 EXIT_BLOCKED = 1
