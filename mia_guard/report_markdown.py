@@ -14,6 +14,8 @@ from .report_schema import curve_fpr, final_audit, fmt_estimate, pct
 LEAKAGE_PNG = "leakage.png"
 ROC_PNG = "roc.png"
 PROFILE_PNG = "profile.png"
+#: ``run_info`` key under which a :func:`mia_guard.prefix.prefix_sensitivity` result is shown as its own section.
+PREFIX_KEY = "prefix_sensitivity"
 
 
 def render_markdown(report: dict) -> str:
@@ -25,6 +27,7 @@ def render_markdown(report: dict) -> str:
         _final_table(report),
         _privacy(final_audit(report)),
         _profile(final_audit(report)),
+        _prefix(report),
         _extras(final_audit(report)),
         _over_steps(report),
         _roc(report),
@@ -90,7 +93,9 @@ def _audited(report: dict) -> str:
     ]
     if final.get("skipped"):
         lines.append("- Skipped at the final audit: " + "; ".join(f"`{a}` ({why})" for a, why in final["skipped"].items()))
-    run_info = report.get("run_info") or {}
+    run_info = dict(report.get("run_info") or {})
+    if isinstance(run_info.get(PREFIX_KEY), dict):
+        del run_info[PREFIX_KEY]  # shown as its own section
     if run_info:
         lines += ["", "Run information:", "", _table(["key", "value"], [[k, _plain(v)] for k, v in run_info.items()])]
     return "\n".join(lines)
@@ -202,6 +207,15 @@ def _profile(final: dict) -> str:
         profile_markdown(profile),
         f"![Per-position AUC and the correlation between positions]({PROFILE_PNG})",
     ])
+
+
+def _prefix(report: dict) -> str:
+    result = (report.get("run_info") or {}).get(PREFIX_KEY)
+    if not isinstance(result, dict):
+        return ""
+    from .prefix import prefix_markdown
+
+    return "## Prefix sensitivity\n\n" + prefix_markdown(result)
 
 
 def _extras(final: dict) -> str:

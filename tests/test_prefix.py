@@ -80,3 +80,17 @@ def test_markdown_table_lists_each_length_and_attack(trained_lm, documents):
     assert "| prefix tokens | scored tokens (mean) | loss | min_k |" in text
     assert "TPR at 10% FPR" in text
     assert text.count("| 0 | 32.0 |") == 2 and text.count("| 8 | 25.0 |") == 2
+
+
+def test_report_shows_prefix_sensitivity_when_given(trained_lm, documents, tmp_path):
+    from mia_guard.report import write_report
+
+    result = prefix_sensitivity(trained_lm.model, documents, trained_lm.tokenizer, prefix_lengths=[0, 19],
+                                attacks=["loss"])
+    auditor = Auditor(documents, trained_lm.tokenizer, attacks=["loss"], reference="none")
+    auditor.audit(trained_lm.model, 300)
+    paths = write_report(auditor.history, tmp_path, run_info={"prefix_sensitivity": result, "run": "fixture"})
+    text = paths["markdown"].read_text()
+    assert "## Prefix sensitivity" in text and "| 19 | 14.0 |" in text
+    assert '"rows"' not in text  # not dumped as raw JSON in the run information table
+    assert "| run | fixture |" in text
