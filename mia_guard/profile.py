@@ -199,16 +199,20 @@ def _rounded(est: Estimate) -> dict:
 
 @register_analysis("profile")
 def profile_analysis(inputs: AnalysisInput) -> dict:
-    """The ``"profile"`` analysis: :func:`leakage_profile` of the valid canaries.
+    """The ``"profile"`` analysis: :func:`leakage_profile` of the valid canaries, or
+    ``{"skipped": reason}`` when the canaries cannot support one.
 
     Options: ``analysis_options={"profile": {"statistic": ..., "max_positions": ...,
     "min_per_class": ...}}``.
     """
     options = dict(inputs.options.get("profile", {}))
     valid = np.asarray(inputs.valid, dtype=bool)
-    profile = leakage_profile(
-        inputs.stats.subset(valid), inputs.is_member[valid], confidence=inputs.confidence, **options
-    )
+    try:
+        profile = leakage_profile(
+            inputs.stats.subset(valid), inputs.is_member[valid], confidence=inputs.confidence, **options
+        )
+    except ValueError as err:  # too few canaries: the audit goes on without a profile
+        return {"skipped": str(err)}
     profile["aligned"] = inputs.canaries.kind == "templated"
     return profile
 

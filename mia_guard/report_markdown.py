@@ -193,7 +193,7 @@ def _privacy_detail(name: str, privacy: dict) -> str:
 def final_profile(final: dict) -> dict | None:
     """The final audit's per-position leakage profile (``extras["profile"]``), if it has one."""
     profile = (final.get("extras") or {}).get("profile")
-    return profile if isinstance(profile, dict) else None
+    return profile if isinstance(profile, dict) and "positions" in profile else None
 
 
 def _profile(final: dict) -> str:

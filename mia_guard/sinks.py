@@ -175,8 +175,9 @@ class TensorBoardSink:
                 values = scores[valid & mask]
                 if values.size:
                     self.writer.add_histogram(f"mia/{name}/scores_{group}", values, result.step)
-        if isinstance(result.extras.get("profile"), dict):
-            self._write_profile(result.extras["profile"], result.step)
+        profile = result.extras.get("profile")
+        if isinstance(profile, dict) and "positions" in profile:  # not {"skipped": reason}
+            self._write_profile(profile, result.step)
         self.writer.flush()
 
     def _write_profile(self, profile: dict, step: int) -> None:

@@ -173,3 +173,15 @@ def test_tensorboard_sink_writes_the_profile_image_and_table(tmp_path):
     assert [image.step for image in acc.Images("mia/profile")] == [0, 10]
     table = acc.Tensors("mia/profile/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert "| 2 (strongest) |" in table
+
+
+def test_profile_analysis_steps_aside_when_canaries_are_too_few(tmp_path):
+    from mia_guard.report import write_report
+
+    canaries = CanarySet.generate(8, "code_credential", seed=9, split="half")
+    auditor = Auditor(canaries, byte_tokenizer(), attacks=["loss"], reference="none", analyses=["profile"])
+    result = auditor.evaluate(token_stats(np.random.default_rng(0).normal(size=(8, POSITIONS))), 0)
+    assert "needs more canaries" in result.extras["profile"]["skipped"]
+    assert result.metrics["loss"].n_members == 4  # the audit itself went on
+    paths = write_report(auditor.history, tmp_path)
+    assert "profile" not in paths and "needs more canaries" in paths["markdown"].read_text()
