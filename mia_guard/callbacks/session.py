@@ -4,8 +4,8 @@ Framework-neutral (no transformers import): the Hugging Face callback and plain 
 Accelerate loops only translate their events into :meth:`AuditSession.audit` and
 :meth:`AuditSession.finish`. One audit =
 
-1. unwrap the training wrapper (DDP / DataParallel, Opacus ``GradSampleModule``,
-   ``torch.compile``) and disable Opacus hooks;
+1. unwrap the training wrapper (DDP / DataParallel, Opacus ``GradSampleModule``, PEFT
+   ``PeftModel``, ``torch.compile``) and disable Opacus hooks;
 2. score the canaries and evaluate the attacks with every RNG (Python, NumPy, torch
    CPU and CUDA) saved and restored, so training continues exactly as without the audit
    (the scoring itself sets eval mode, disables gradients and restores module modes);
@@ -52,7 +52,7 @@ JSONL_FILE = "audits.jsonl"
 
 # ---------------------------------------------------------------------------- model / RNG guards
 def wrapper_chain(model: Any) -> list[Any]:
-    """``[model, inner, ...]`` down through DDP / DataParallel, Opacus and ``torch.compile`` wrappers."""
+    """``[model, inner, ...]`` down through DDP / DataParallel, Opacus, PEFT and ``torch.compile`` wrappers."""
     chain = [model]
     for _ in range(16):  # wrappers nest a few levels at most
         current = chain[-1]
@@ -60,6 +60,8 @@ def wrapper_chain(model: Any) -> list[Any]:
             chain.append(current.module)
         elif _is_opacus_wrapper(current):
             chain.append(current._module)
+        elif _is_peft_wrapper(current):  # the LoRA/adapter layers live inside the base model
+            chain.append(current.get_base_model())
         elif isinstance(getattr(current, "_orig_mod", None), torch.nn.Module):
             chain.append(current._orig_mod)
         else:
@@ -70,6 +72,10 @@ def wrapper_chain(model: Any) -> list[Any]:
 def unwrap_model(model: Any) -> Any:
     """The module that holds the weights, below every training wrapper (see :func:`wrapper_chain`)."""
     return wrapper_chain(model)[-1]
+
+
+def _is_peft_wrapper(model: Any) -> bool:
+    return hasattr(model, "peft_config") and callable(getattr(model, "get_base_model", None))
 
 
 def _is_opacus_wrapper(model: Any) -> bool:
