@@ -14,7 +14,9 @@ Events (``global_step`` counts optimizer steps):
 
 * ``on_train_begin``: audits the model before its first update (step 0 in a fresh run).
   The first audit is the reference for calibrated attacks (``reference``,
-  ``lira_online_ref``, ...), so leave ``audit_on_train_begin`` on for them.
+  ``lira_online_ref``, ...), so leave ``audit_on_train_begin`` on for them. A run resumed
+  from a checkpoint keeps the curve it had (and its reference) and is not audited here,
+  so its curve is the one an uninterrupted run would have drawn.
 * ``on_step_end``: audits when ``global_step % every_n_steps == 0``.
 * ``on_evaluate``: audits after each evaluation when ``audit_on_evaluate``.
 * ``on_train_end``: a last audit (unless that step was just audited), the ROC image,
@@ -222,7 +224,8 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
             self.session.resume(state.global_step)
         else:
             self.session.start_fresh()
-        if self.audit_on_train_begin:
+        # a resumed run keeps its step-0 reference; it audits at the checkpoint only when no curve survived
+        if self.audit_on_train_begin and (state.global_step == 0 or not len(self.session.history)):
             return self._audit(state, control, model)
         return control
 

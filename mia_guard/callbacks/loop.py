@@ -149,7 +149,8 @@ class AuditLoop:
     # ------------------------------------------------------------------ loop events
     def start(self, model: Any, step: int = 0) -> bool:
         """Begin the run at ``step``: at 0 a fresh curve (and the reference audit when
-        ``audit_at_start``); later, resume the curve of ``history.json`` at ``step``.
+        ``audit_at_start``); later, resume the curve of ``history.json`` at ``step``
+        (no audit, unless there is no saved curve: then this audit is the reference).
 
         Returns whether training should stop (the reference audit was blocked).
         """
@@ -157,12 +158,12 @@ class AuditLoop:
             raise ValueError(f"step must be >= 0, got {step}")
         if step == 0:
             self.session.start_fresh()
-            self.started = True
-            if self.audit_at_start:
-                self.audit(model, 0)
         else:
             self.session.resume(step)
-            self.started = True
+        self.started = True
+        # a resumed run keeps its reference; it audits here only when no curve survived
+        if self.audit_at_start and (step == 0 or not len(self.history)):
+            self.audit(model, step)
         return self.stopped_early
 
     def step(self, model: Any, step: int) -> bool:
