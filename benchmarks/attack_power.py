@@ -1,41 +1,48 @@
 """Attack power on the demo's setting: every registered attack side by side, and how far
-sequence LiRA gets past the loss test.
+sequence LiRA gets past the loss test (docs/attack_power.md holds the committed table).
 
 Setting (the demo's, :mod:`mia_guard.demo`): a tiny byte-level GPT-2
-(:func:`~mia_guard.demo_assets.tiny_gpt2`, 2 layers x 64) trains with a plain AdamW loop
-on 120-character chunks of the Python standard library with ``code_credential``
-canaries (``API_SECRET_KEY = "<12 random characters>"``), each member inserted
-``--repetitions`` times; exactly half of the canaries are members. The model is scored
-at ``--audits`` evenly spaced steps (step 0 first: the reference model), so the
-history-based attacks get a trajectory.
+(:func:`~mia_guard.demo_assets.tiny_gpt2`, 2 layers x 64) trains for ``--steps`` AdamW
+steps (batch 16, lr 3e-3, a plain loop) on 120-character chunks of the Python standard
+library with ``--canaries`` ``code_credential`` canaries
+(``API_SECRET_KEY = "<12 random characters>"``), exactly half of them members, each
+member inserted ``--repetitions`` times. Every run is scored at ``--audits`` evenly
+spaced steps (step 0, the untrained model, first), so the history-based attacks get a
+trajectory.
 
 At the last audit every registered attack (``mia_guard.attacks.available()``) runs on
-the same TokenStats, with the step-0 statistics as reference and the earlier audits as
-history, exactly what the :class:`~mia_guard.audit.Auditor` gives an attack; an attack
-whose needs are unmet is listed as skipped with the reason. Supervised attacks are
-cross-fitted over canary folds (no canary is scored by a fit that saw its label).
+the same TokenStats with what the :class:`~mia_guard.audit.Auditor` gives an attack:
+the step-0 statistics as reference, the earlier audits as history, the canary texts;
+``shadow_classifier`` gets the other seeds' runs of the same setting as shadow runs. An
+attack whose needs are unmet is listed as skipped, with the reason. Supervised attacks
+are cross-fitted over canary folds (no canary is scored by a fit that saw its label).
 
-Figures, per repetition count, over the seeds (95% intervals throughout):
+Figures per repetition count, over the seeds (95% intervals throughout):
 
-- ``AUC`` mean over seeds (Student t) and ``AUC pooled`` (DeLong on the canaries of all
-  seeds together);
-- ``TPR@1%`` mean over seeds (t) and ``TPR@1% pooled`` / ``TPR@0.1% pooled``: the
-  canaries of all seeds concatenated, one threshold at the target FPR over all
-  non-members (Clopper–Pearson). Pooling scores of different runs under one threshold
-  can only lose power for attacks whose score scale drifts between runs; every seed
-  alone has ``--canaries / 2`` non-members, too few for 0.1%;
-- ``x loss``: pooled TPR@1%FPR divided by the loss attack's, with a percentile
-  bootstrap interval (canaries resampled within class and seed, both attacks on the
-  same resample).
+- ``AUC mean``: mean of the per-seed AUCs (Student t over seeds); ``AUC pooled``:
+  DeLong on the canaries of all seeds together;
+- ``TPR@1% mean``: mean of the per-seed TPRs at 1% FPR (t over seeds);
+  ``TPR@1% pooled`` / ``TPR@0.1% pooled``: the canaries of all seeds concatenated and
+  one threshold over all their non-members (Clopper–Pearson). One seed alone has
+  ``--canaries / 2`` non-members, too few for 0.1%. A shared threshold can only cost
+  power to an attack whose score scale drifts between runs;
+- ``TPR@1% / loss's``: pooled TPR@1%FPR over the loss attack's, with a percentile
+  bootstrap interval (canaries resampled within class and seed, every attack on the
+  same resamples); under the table, the same bootstrap gives the difference of pooled
+  TPR@1%FPR for the pairs in :data:`PAIRS` (sequence vs univariate LiRA);
+- ``s/run``: the attack's wall time per run.
 
-Diagnostics printed with each table (they explain what sequence LiRA can gain): the
-lag-1..3 correlation of per-token confidence among non-members (and members), and the
-per-position member-minus-non-member gap of the confidence, averaged over seeds.
+Diagnostics under each table (what sequence LiRA could exploit): the lag-1..3
+correlation of per-token confidence within each class, the member-minus-non-member
+confidence gap at each secret position, and the share of a non-member token's
+confidence variance that the token's identity explains.
 
-    python benchmarks/attack_power.py                                # the committed table (docs/attack_power.md)
-    python benchmarks/attack_power.py --repetitions 4 --seeds 0 --steps 300   # a quick look
-    python benchmarks/attack_power.py --stats-dir runs/   # keep every run's TokenStats; a rerun reads them
-                                                          # back instead of training (resume, new attacks)
+    python benchmarks/attack_power.py                      # repetitions 1 and 4, 3 seeds (~12-25 min on 2 cores)
+    python benchmarks/attack_power.py --repetitions 1 4 16 --seeds 0 1 2 3 4 --stats-dir runs/  # the docs table
+    python benchmarks/attack_power.py --repetitions 4 --seeds 0 --steps 300      # a quick look
+
+``--stats-dir`` keeps every run's TokenStats; a rerun with the same settings reads them
+back instead of training (to resume, or to rerun the attacks after changing them).
 """
 
 from __future__ import annotations
@@ -147,7 +154,8 @@ def train_run(repetitions: int, seed: int, args: argparse.Namespace) -> Run:
         if step in audit_steps:
             stats.append(score_tokens(model, encoded))
             elapsed = time.perf_counter() - started
-            print(f"  repetitions {repetitions} seed {seed}: step {step}/{args.steps} scored ({elapsed:.0f} s)", flush=True)
+            print(f"  repetitions {repetitions} seed {seed}: step {step}/{args.steps} scored ({elapsed:.0f} s)",
+                  flush=True)
         if step == args.steps:
             break
         if len(order) < args.batch_size:
@@ -345,7 +353,7 @@ RUN_SETTINGS = ("canaries", "steps", "audits", "corpus_chunks", "batch_size", "l
 
 
 def load_or_train(args: argparse.Namespace) -> list[Run]:
-    """Every (repetitions, seed) run: read from ``--stats-dir`` when saved there with the same settings, else trained."""
+    """Every (repetitions, seed) run: read from ``--stats-dir`` if saved there with the same settings, else trained."""
     settings = {key: getattr(args, key) for key in RUN_SETTINGS}
     runs = []
     for repetitions in args.repetitions:
@@ -403,7 +411,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--attacks", nargs="+", help="attack names (default: every registered attack)")
     parser.add_argument(
-        "--stats-dir", help="keep every run's TokenStats here (JSON); runs already saved with the same settings are read"
+        "--stats-dir",
+        help="keep every run's TokenStats here (JSON); runs already saved with the same settings are read back",
     )
     parser.add_argument("--out", help="write every figure to this JSON file")
     args = parser.parse_args(argv)

@@ -56,7 +56,8 @@ def test_token_keys_are_the_secret_characters_under_a_byte_tokenizer(tokenizer):
     secrets = np.array([list(c.secret) for c in canaries.canaries])
     for a in range(0, 50, 7):  # same key <=> same character, across canaries and positions
         for b in range(50):
-            np.testing.assert_array_equal(keys[a][:, None] == keys[b][None, :], secrets[a][:, None] == secrets[b][None, :])
+            same_key, same_char = keys[a][:, None] == keys[b][None, :], secrets[a][:, None] == secrets[b][None, :]
+            np.testing.assert_array_equal(same_key, same_char)
 
 
 def test_token_keys_use_characters_when_bytes_do_not_match_and_mark_padding():

@@ -2,31 +2,34 @@
 
 What limits sequence LiRA on random-secret canaries (benchmarks/attack_power.py,
 docs/attack_power.md): on the demo's tiny byte-level GPT-2 the per-token confidences
-of a canary are nearly uncorrelated and the member/non-member gap is about the same at
-every secret position, so a Gaussian over the vector has nothing to weight and the score
-is the loss test again. What *does* vary is the model's preference for each symbol of
-the secret's alphabet: given ``API_SECRET_KEY = "``, it predicts some characters more
-than others, and that preference explained about three quarters of the variance of a
-non-member's per-token confidence. It is the same for members and non-members, so it
-is pure noise for the membership test.
+of a canary are nearly uncorrelated (|lag-1..3 correlation| < 0.03) and, up to 4
+insertions, the member/non-member gap is about the same at every secret position, so
+a Gaussian over the vector has nothing to weight and the score is the loss test again.
+What *does* vary is the model's preference for each symbol of the secret's alphabet:
+after ``API_SECRET_KEY = "`` it predicts some characters more than others, and that
+preference explains about three quarters of the variance of a non-member's per-token
+confidence. It is the same for members and non-members, so for the membership test it
+is pure noise.
 
 Token calibration removes it. Each scored cell gets a *key*, the identity of its token
 (:func:`token_keys`), and its statistic becomes
 
     r_it = s_it - m(key_it)
 
-where ``m(k)`` is the mean statistic of non-member cells holding token ``k``, pooled over
-positions and shrunk towards the average over tokens by its sampling noise (empirical Bayes, :func:`~mia_guard.attacks.sequence_lira.shrink_to_mean`). The key means
-are fitted inside the cross-fitting, on the training folds' non-members only, together
-with the Gaussians, so no canary's score depends on its own label. This is difficulty
-calibration (Watson et al. 2022) at the token level, with the held-out canaries as the
-reference population instead of a reference model.
+where ``m(k)`` is the mean statistic of non-member cells holding token ``k``, pooled
+over positions and shrunk towards the average over tokens by its sampling noise
+(empirical Bayes, :func:`~mia_guard.attacks.sequence_lira.shrink_to_mean`). The key
+means are fitted inside the cross-fitting, on the training folds' non-members only,
+together with the Gaussians, so no canary's score depends on its own label. This is
+difficulty calibration (Watson et al. 2022) at the token level, with the held-out
+canaries as the reference population instead of a reference model.
 
 Token identities: TokenStats do not carry token ids, so they are read from the canary
-texts. Canaries must be one template (a prefix shared by all canaries, a varying middle,
-an optional shared suffix) whose varying middle is scored one token per UTF-8 byte (a
-byte-level tokenizer such as the demo's) or per character; :func:`token_keys` checks this
-and raises ``ValueError`` otherwise (the Auditor then lists the attack as skipped).
+texts. Canaries must be one template (a prefix shared by all canaries, a varying
+middle, an optional shared suffix) whose varying middle is scored one token per UTF-8
+byte (a byte-level tokenizer such as the demo's) or per character; :func:`token_keys`
+checks this and raises ``ValueError`` otherwise (the Auditor then lists the attack as
+skipped, with the reason).
 
 Registered attacks (all supervised, cross-fitted):
 
