@@ -27,6 +27,8 @@ from .token_stats import STAT_FIELDS, TokenStats
 
 #: Upper bound on the float32 chunk of log-probabilities held at once (bytes).
 CHUNK_BYTES = 32 * 2**20
+#: Below this many bytes of float32 logits per batch, chunking saves nothing worth its overhead.
+SMALL_LOGITS_BYTES = 8 * 2**20
 #: Default upper bound on padded tokens per batch.
 BATCH_TOKENS = 16384
 MAX_BATCH_SIZE = 64
@@ -87,8 +89,12 @@ def score_tokens(
 
 
 def _default_chunk(batch: int, span: int, vocab: int) -> int:
-    """Positions per chunk: at most ``CHUNK_BYTES`` of float32 and at most a quarter of the
-    scored span, so the three chunk-sized temporaries stay below one full ``[B, T, V]`` logits tensor."""
+    """Positions per chunk. Small problems (the batch's logits over the scored span fit in
+    ``SMALL_LOGITS_BYTES``) take one chunk; otherwise at most ``CHUNK_BYTES`` of float32 and
+    at most a quarter of the span, so the three chunk-sized temporaries stay below one full
+    ``[B, T, V]`` logits tensor."""
+    if 4 * batch * span * vocab <= SMALL_LOGITS_BYTES:
+        return max(1, span)
     by_bytes = CHUNK_BYTES // (4 * batch * vocab)
     return max(1, min(by_bytes, -(-span // 4)))
 
