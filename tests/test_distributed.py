@@ -115,6 +115,17 @@ def test_ddp_trainer_audits_equal_single_process_audits_of_the_same_weights(ddp_
     assert (run / "mia" / "report.json").exists()
 
 
+def test_ddp_trainer_resumed_from_a_checkpoint_continues_the_same_curve(ddp_trainer_runs):
+    original = AuditHistory.load(ddp_trainer_runs / "curve" / "mia" / "history.json")
+    resumed = AuditHistory.load(ddp_trainer_runs / "resume" / "mia" / "history.json")
+    assert resumed.steps == original.steps == [0, 2, 4]  # not re-audited at the checkpoint step
+    for got, expected in zip(resumed, original):
+        assert_same_figures(got, expected, atol=1e-6)
+    seen = rank_files(ddp_trainer_runs / "resume")
+    assert [r["step"] for r in seen[1]["results"]] == [0, 2, 4]  # rank 1 holds the resumed curve too
+    assert_one_set_of_logs(ddp_trainer_runs / "resume" / "mia", [0, 2, 4])
+
+
 def test_ddp_trainer_stops_every_rank_on_a_blocked_verdict(ddp_trainer_runs, trained_lm):
     from transformers import GPT2LMHeadModel
 

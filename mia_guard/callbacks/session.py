@@ -213,11 +213,13 @@ class AuditSession:
 
         Audits after ``step`` (from the abandoned part of the run) are dropped, the
         step-0 statistics become the reference again, and the JSONL file is rewritten
-        to match. Does nothing when no history file exists.
+        to match. Does nothing when no history file exists. In a distributed run rank 0
+        reads the file and the other processes receive its curve (without token
+        statistics), so all agree on it even without a shared filesystem.
         """
-        if not self.history_path.exists():
+        saved = self._saved_history()
+        if saved is None:
             return
-        saved = AuditHistory.load(self.history_path)
         if saved.canary_hash != self.auditor.canaries.content_hash:
             raise ValueError(
                 f"{self.history_path} belongs to other canaries (hash {saved.canary_hash[:12]}...); "
@@ -336,6 +338,24 @@ class AuditSession:
             raise error
         if message is not None:
             raise OutputDirectoryError(f"on rank 0: {message}")
+
+    def _saved_history(self) -> AuditHistory | None:
+        """``history.json`` as rank 0 reads it, on every process; ``None`` when there is none."""
+        if self.group is None:
+            return AuditHistory.load(self.history_path) if self.history_path.exists() else None
+        saved, payload = None, None
+        if self.group.is_root:
+            try:
+                saved = AuditHistory.load(self.history_path) if self.history_path.exists() else None
+                payload = {"history": saved.to_dict(include_stats=False) if saved is not None else None}
+            except (OSError, ValueError) as err:
+                payload = {"error": str(err)}
+        payload = self.group.broadcast_json(payload)
+        if "error" in payload:
+            raise ValueError(f"cannot resume the audit history (read on rank 0): {payload['error']}")
+        if self.group.is_root or payload["history"] is None:
+            return saved
+        return AuditHistory.from_dict(payload["history"])
 
     def _score(self, model: Any) -> tuple[TokenStats | None, list[int]]:
         """The canaries' statistics (``None`` on ranks other than 0) and the batch sizes that ran out of memory."""

@@ -4,6 +4,7 @@
 
 Run ``curve``: a fresh 1-layer GPT-2 and 33 canaries (odd: shards of 17 and 16), audits at
 steps 0, 2 and 4 with a checkpoint at 2 and 4.
+Run ``resume``: ``curve`` resumed from its checkpoint-2 (audit files copied to ``OUT/resume/mia``).
 Run ``stop``: the memorizing model of the ``trained_lm`` fixture, 127 of its canaries
 (odd again), a policy that blocks it and ``stop_on_blocked``: both ranks must stop at step 2.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -29,9 +31,9 @@ from mia_guard.callbacks import MIAAuditCallback  # noqa: E402
 from trainer_runs import canaries, make_trainer  # noqa: E402
 
 
-def run(out: Path, callback: MIAAuditCallback, **trainer_options) -> None:
+def run(out: Path, callback: MIAAuditCallback, resume_from: Path | None = None, **trainer_options) -> None:
     trainer = make_trainer(out, [callback], ddp_backend="gloo", **trainer_options)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     rank = dist.get_rank()
     seen = {
         "rank": rank,
@@ -55,6 +57,13 @@ def main() -> None:
         canaries(33), every_n_steps=2, output_dir=out / "curve" / "mia", tensorboard=out / "curve" / "tb", **options
     )
     run(out / "curve", curve, max_steps=4, save_strategy="steps", save_steps=2)
+
+    if dist.get_rank() == 0:  # the run's audit files as they were, for a run resumed from checkpoint-2
+        shutil.copytree(out / "curve" / "mia", out / "resume" / "mia")
+    dist.barrier()
+    resumed = MIAAuditCallback(canaries(33), every_n_steps=2, output_dir=out / "resume" / "mia", tensorboard=False,
+                               **options)
+    run(out / "resume", resumed, resume_from=out / "curve" / "checkpoint-2", max_steps=4)
 
     from transformers import GPT2LMHeadModel
 
