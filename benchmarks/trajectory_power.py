@@ -93,7 +93,8 @@ def train_and_audit(kind: str, seed: int, args: argparse.Namespace) -> tuple[Can
     rows = tokenize(data, tokenizer, 128)
     auditor = Auditor(canaries, tokenizer, attacks=("loss",), fprs=FPRS, reference="none", seed=seed)
     audit_steps = np.unique(np.linspace(0, args.steps, args.audits).round().astype(int)).tolist()
-    train_with_audits(tiny_gpt2(seed=seed), rows, auditor, audit_steps, batch_size=args.batch_size, lr=args.lr, seed=seed)
+    model = tiny_gpt2(seed=seed)
+    train_with_audits(model, rows, auditor, audit_steps, batch_size=args.batch_size, lr=args.lr, seed=seed)
     return canaries, auditor.history
 
 
@@ -160,7 +161,9 @@ def summarize(runs: list[dict], attacks: Sequence[str]) -> dict:
             flagged = sum(round(m["tpr_at_fpr"][repr(fpr)]["value"] * m["n_members"]) for m in resolved)
             total = sum(m["n_members"] for m in resolved)
             low, high = clopper_pearson(flagged, total)
-            entry[f"tpr@{fpr}"] = {"value": flagged / total, "low": low, "high": high, "flagged": flagged, "members": total}
+            entry[f"tpr@{fpr}"] = {
+                "value": flagged / total, "low": low, "high": high, "flagged": flagged, "members": total
+            }
         out[name] = entry
     return out
 

@@ -60,7 +60,9 @@ class ImageVocab:
         """Token sequences from quantized images ``[N, ...]`` (raster order, BOS first if ``bos``)."""
         flat = np.asarray(quantized).reshape(len(quantized), -1)
         if flat.size and (flat.min() < 0 or flat.max() >= self.levels):
-            raise ValueError(f"quantized pixel values must be in [0, {self.levels - 1}], got [{flat.min()}, {flat.max()}]")
+            raise ValueError(
+                f"quantized pixel values must be in [0, {self.levels - 1}], got [{flat.min()}, {flat.max()}]"
+            )
         prefix = [self.bos_id] if self.bos else []
         return [prefix + row.tolist() for row in flat.astype(np.int64)]
 
@@ -72,10 +74,14 @@ class ImageVocab:
             seq = [int(t) for t in seq]
             if self.bos:
                 if not seq or seq[0] != self.bos_id:
-                    raise ValueError(f"sequence {i} does not start with the BOS token {self.bos_id}; pass bos=False if it has none")
+                    raise ValueError(
+                        f"sequence {i} does not start with the BOS token {self.bos_id}; pass bos=False if it has none"
+                    )
                 seq = seq[1:]
             if len(seq) != size:
-                raise ValueError(f"sequence {i} has {len(seq)} pixel tokens, an image of shape {tuple(shape)} needs {size}")
+                raise ValueError(
+                    f"sequence {i} has {len(seq)} pixel tokens, an image of shape {tuple(shape)} needs {size}"
+                )
             pixels = np.asarray(seq, dtype=np.int64)
             if pixels.min() < 0 or pixels.max() >= self.levels:
                 raise ValueError(
@@ -106,8 +112,8 @@ def _resolve_range(images: np.ndarray, value_range: tuple[float, float] | None) 
         return 0.0, 255.0
     if images.size and (images.min() < 0.0 or images.max() > 1.0):
         raise ValueError(
-            f"images hold values in [{images.min()}, {images.max()}], not uint8 or [0, 1]; pass value_range=(low, high), "
-            "e.g. (0, 16) for scikit-learn's digits"
+            f"images hold values in [{images.min()}, {images.max()}], not uint8 or [0, 1]; "
+            "pass value_range=(low, high), e.g. (0, 16) for scikit-learn's digits"
         )
     return 0.0, 1.0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -80,11 +82,12 @@ def test_trajectory_beats_final_loss_when_members_drop_faster(name):
 def test_random_labels_give_chance_auc(name):
     """Labels unrelated to the trajectories: cross-fitting keeps the AUC near 0.5 (no fit-on-self leak)."""
     aucs = []
-    for seed in range(3):
-        labels = membership(240, seed=10 + seed)
-        history = faster_drop_history(membership(240, seed=50 + seed), seed=seed)
+    for seed in range(4):
+        labels = membership(400, seed=10 + seed)
+        history = faster_drop_history(membership(400, seed=50 + seed), seed=seed)
         aucs.append(roc_auc(get(name)(context(history, labels, seed=seed)), labels))
-    assert abs(np.mean(aucs) - 0.5) < 0.06, aucs
+    # one draw's AUC has sd ~0.035 here; the same logistic model scored on its own training canaries gives 0.62
+    assert abs(np.mean(aucs) - 0.5) < 0.05, aucs
 
 
 def test_rnn_is_deterministic_and_leaves_global_rng_alone():
@@ -105,7 +108,7 @@ def test_trajectory_tensor_layout_thinning_and_nan_fill():
     history = faster_drop_history(is_member, n_audits=12, seed=4)
     broken = history[2].nll.clone()
     broken[5, 0] = float("nan")
-    history[2] = TokenStats(broken, *(getattr(history[2], f) for f in ("confidence", "entropy", "logp_std", "top1", "mask")))
+    history[2] = dataclasses.replace(history[2], nll=broken)
     ctx = context(history, is_member)
     full = trajectory_tensor(ctx, max_audits=32)
     assert full.shape == (40, 12, len(FEATURES))

@@ -151,7 +151,9 @@ class AttentionGRU(torch.nn.Module):
     def __init__(self, n_inputs: int, hidden: int) -> None:
         super().__init__()
         self.gru = torch.nn.GRU(n_inputs, hidden, batch_first=True)
-        self.attention = torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1))
+        self.attention = torch.nn.Sequential(
+            torch.nn.Linear(hidden, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1)
+        )
         self.head = torch.nn.Linear(hidden, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
