@@ -165,6 +165,8 @@ class ComparisonRow:
         perplexity: held-out perplexity with its interval.
         n_canaries: canaries the final audit evaluated.
         seconds: wall time of the row (training with audits, or the extra audits).
+        cpu_seconds: process CPU time of the same (all threads; unlike wall time, barely
+            changed by other processes on a shared machine).
         notes: what the defense did, and audit caveats.
     """
 
@@ -180,6 +182,7 @@ class ComparisonRow:
     perplexity: Estimate
     n_canaries: int
     seconds: float
+    cpu_seconds: float
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -188,7 +191,7 @@ class ComparisonRow:
             "auc": self.auc.to_dict(), "tpr": self.tpr.to_dict(), "epsilon_lb": self.epsilon_lb,
             "epsilon_lb_guarantee": self.epsilon_lb_guarantee, "dp_epsilon": self.dp_epsilon,
             "perplexity": self.perplexity.to_dict(), "n_canaries": self.n_canaries,
-            "seconds": self.seconds, "notes": list(self.notes),
+            "seconds": self.seconds, "cpu_seconds": self.cpu_seconds, "notes": list(self.notes),
         }
 
     @classmethod
@@ -221,10 +224,10 @@ class ComparisonOutcome:
 
 
 def leakage_row(
-    name: str, label: str, kind: str, result: AuditResult, ppl: Estimate, seconds: float,
+    name: str, label: str, kind: str, result: AuditResult, ppl: Estimate, clock: "_Clock",
     dp_epsilon: float | None = None, notes: Sequence[str] = (),
 ) -> ComparisonRow:
-    """A table row from the final audit ``result`` of a run and its held-out perplexity."""
+    """A table row from the final audit ``result`` of a run, its held-out perplexity and its time."""
     best = result.best_attack()
     if best is None:
         missing = Estimate(math.nan, math.nan, math.nan, 0.0, "no attack ran")
@@ -238,7 +241,7 @@ def leakage_row(
     return ComparisonRow(
         name=name, label=label, kind=kind, best_attack=best, auc=auc, tpr=tpr,
         epsilon_lb=privacy.get("epsilon_lb_one_run"), epsilon_lb_guarantee=one_run.get("guarantee"),
-        dp_epsilon=dp_epsilon, perplexity=ppl, n_canaries=n, seconds=seconds,
+        dp_epsilon=dp_epsilon, perplexity=ppl, n_canaries=n, seconds=clock.wall(), cpu_seconds=clock.cpu(),
         notes=[*notes, *(f"{a} skipped: {why}" for a, why in result.skipped.items())],
     )
 
@@ -248,7 +251,7 @@ def run_comparison(config: CompareConfig, echo: Callable[[str], None] = print) -
     """Train and audit every defense, add the output and goldfish views, write the table, plot and logs."""
     from .compare_report import comparison_table, write_comparison
 
-    started, cpu_started = time.perf_counter(), time.process_time()
+    clock = _Clock()
     device = resolve_device(config.device)
     tokenizer = byte_tokenizer()
     canaries, texts = build_training_texts(config.demo_config("none"))
@@ -273,7 +276,7 @@ def run_comparison(config: CompareConfig, echo: Callable[[str], None] = print) -
             for row in new:
                 echo(f"[{index}/{len(config.defenses)}] {_progress_line(row)}")
             rows += new
-    seconds = {"total": time.perf_counter() - started, "cpu": time.process_time() - cpu_started}
+    seconds = {"total": clock.wall(), "cpu": clock.cpu()}
     paths = write_comparison(rows, config, seconds)
     echo("")
     echo(comparison_table(rows, config.confidence))
@@ -287,8 +290,21 @@ def run_comparison(config: CompareConfig, echo: Callable[[str], None] = print) -
 def _progress_line(row: ComparisonRow) -> str:
     return (
         f"{row.label}: best attack {row.best_attack} AUC {row.auc}, held-out perplexity {row.perplexity} "
-        f"({row.seconds:.0f} s)"
+        f"({row.seconds:.0f} s, {row.cpu_seconds:.0f} s CPU)"
     )
+
+
+class _Clock:
+    """Wall and process CPU seconds since construction."""
+
+    def __init__(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def wall(self) -> float:
+        return time.perf_counter() - self._wall
+
+    def cpu(self) -> float:
+        return time.process_time() - self._cpu
 
 
 # ---------------------------------------------------------------------------- one trained defense
@@ -308,7 +324,7 @@ def _train_and_audit(
     from .callbacks import MIAAuditCallback
     from .callbacks.session import unwrap_model
 
-    started = time.perf_counter()
+    clock = _Clock()
     demo_config = config.demo_config(defense.name)
     plan = defense.plan(demo_config, texts, config.delta)
     auditor = config.auditor(canaries, tokenizer)
@@ -328,7 +344,7 @@ def _train_and_audit(
     ppl = perplexity(chunk_nll(model, heldout), config.confidence)
     dp_epsilon = float(trainer.dp_epsilon()) if hasattr(trainer, "dp_epsilon") else None
     row = leakage_row(
-        defense.name, defense.label, "trained", auditor.history.last, ppl, time.perf_counter() - started,
+        defense.name, defense.label, "trained", auditor.history.last, ppl, clock,
         dp_epsilon=dp_epsilon, notes=plan.notes,
     )
     return _Run(auditor, model, row)
@@ -380,7 +396,7 @@ def _output_rows(
     last_step = run.auditor.history.last.step
     rows = []
     for setting in config.output_settings:
-        started = time.perf_counter()
+        clock = _Clock()
         options = OUTPUT_SETTINGS[setting]
         view = PerturbedOutputModel(run.model, **options)
         audits = [(0, PerturbedOutputModel(initial, **options)), (last_step, view)]
@@ -388,8 +404,7 @@ def _output_rows(
         ppl = perplexity(chunk_nll(view, heldout), config.confidence)
         described = ", ".join(f"{k}={v}" for k, v in options.items())
         rows.append(leakage_row(
-            f"none+{setting}", f"no defense, API {described}", "output", result, ppl,
-            time.perf_counter() - started,
+            f"none+{setting}", f"no defense, API {described}", "output", result, ppl, clock,
         ))
     return rows
 
@@ -402,7 +417,7 @@ def _goldfish_rows(run: _Run, config: CompareConfig, canaries: Any, tokenizer: A
     first, last = run.auditor.history.results[0], run.auditor.history.last
     rows = []
     for view, keep in (("supervised", supervised), ("dropped", ~supervised)):
-        started = time.perf_counter()
+        clock = _Clock()
         cells = first.stats.mask & keep
         has_tokens = cells.any(dim=1).numpy()
         subset = _canary_subset(canaries, np.flatnonzero(has_tokens))
@@ -412,8 +427,8 @@ def _goldfish_rows(run: _Run, config: CompareConfig, canaries: Any, tokenizer: A
         left_out = int((~has_tokens).sum())
         notes = [f"{left_out} canaries without {view} secret tokens left out"] if left_out else []
         rows.append(leakage_row(
-            f"goldfish_{view}", f"goldfish, {view} tokens only", "positions", result, run.row.perplexity,
-            time.perf_counter() - started, notes=notes,
+            f"goldfish_{view}", f"goldfish, {view} tokens only", "positions", result, run.row.perplexity, clock,
+            notes=notes,
         ))
     return rows
 

@@ -84,12 +84,13 @@ def _none(config: DemoConfig, texts: list[str], delta: float) -> TrainingPlan:
 
 def _preset(name: str) -> Callable[[DemoConfig, list[str], float], TrainingPlan]:
     def plan(config: DemoConfig, texts: list[str], delta: float) -> TrainingPlan:
-        from .defenses import apply_preset
+        from .defenses import PRESETS, apply_preset
 
         model = build_model(config)
         overrides, _, keys = apply_preset(name, {}, model)
-        note = f"dropout set on {len(keys)} sites" if keys else ""
-        return TrainingPlan(list(texts), model, args_overrides=overrides, notes=[note] if note else [])
+        dropout = PRESETS[name].dropout
+        notes = [f"dropout {dropout} set on {len(keys)} sites"] if dropout else []
+        return TrainingPlan(list(texts), model, args_overrides=overrides, notes=notes)
 
     return plan
 

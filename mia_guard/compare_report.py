@@ -44,13 +44,13 @@ def table_cells(rows: Sequence["ComparisonRow"], confidence: float) -> tuple[lis
     level = f"{confidence:.0%}"
     header = [
         "defense", "best attack", f"AUC [{level} CI]", f"TPR@1%FPR [{level} CI]", "eps LB (one-run)",
-        "DP eps", f"held-out ppl [{level} CI]", "seconds",
+        "DP eps", f"held-out ppl [{level} CI]", "CPU s",
     ]
     cells = [
         [
             row.label, row.best_attack or "-", _estimate(row.auc), _estimate(row.tpr), _epsilon_lb(row),
             f"{row.dp_epsilon:.2f}" if row.dp_epsilon is not None else "-", _estimate(row.perplexity, 2),
-            f"{row.seconds:.0f}",
+            f"{row.cpu_seconds:.0f}",
         ]
         for row in rows
     ]
@@ -63,7 +63,7 @@ def _footnotes(rows: Sequence["ComparisonRow"], confidence: float) -> list[str]:
         "(DeLong, Clopper-Pearson). eps LB: one-run lower bound (Steinke, Nasr & Jagielski 2023), itself a "
         f"{confidence:.0%} one-sided bound; * = heuristic (cross-fitted attack), not the theorem's guarantee. "
         "DP eps: the accountant's guarantee at the same delta. Perplexity per byte token on held-out stdlib "
-        "chunks (t-interval over chunks).",
+        "chunks (t-interval over chunks). CPU s: process CPU time of the row (training and audits).",
     ]
     lines += [f"{row.name}: {note}" for row in rows for note in row.notes]
     return lines
@@ -122,6 +122,14 @@ def leakage_utility_png(rows: Sequence["ComparisonRow"], confidence: float = 0.9
                     transform=ax.transAxes, ha="center", va="center")
         ax.grid(alpha=0.3)
     ax_auc.set_title("leakage vs utility (chance: dotted)")
+    from matplotlib.lines import Line2D
+
+    kinds = {"trained": "trained defense", "output": "API view of 'none'", "positions": "goldfish token subset"}
+    present = [k for k in kinds if any(r.kind == k for r in rows)]
+    ax_auc.legend(
+        [Line2D([], [], marker=_MARKERS[k], color="grey", linestyle="") for k in present],
+        [kinds[k] for k in present], fontsize=7, loc="lower right",
+    )
     return _png(fig)
 
 

@@ -148,12 +148,19 @@ def test_cli_compare_runs_and_rejects_unknown_defenses(tmp_path, capsys):
 
 
 def test_dp_leaks_clearly_less_than_no_defense_at_high_repetition(tmp_path):
+    """Members inserted 32 times: memorized without defense (AUC ~1), far less under DP at eps=1.
+
+    DP protects each inserted copy, so a canary present 32 times keeps some leakage (group privacy);
+    measured with seeds 1 and 2: DP AUC 0.70 and 0.78 (upper ends 0.79, 0.86), no defense 0.999.
+    About 25 s of CPU time.
+    """
     config = CompareConfig(
-        defenses=["none", "dp_eps8"], output_settings=[], steps=150, every=150, canaries=64, repetitions=32,
+        defenses=["none", "dp_eps1"], output_settings=[], steps=150, every=150, canaries=128, repetitions=32,
         corpus_chunks=200, heldout_chunks=20, device="cpu", output_dir=tmp_path, progress=False, seed=1,
     )
     outcome = run_comparison(config, echo=lambda line: None)
-    none, dp = outcome.row("none"), outcome.row("dp_eps8")
-    assert none.auc.low > 0.9
-    assert dp.auc.high < none.auc.low - 0.05
+    none, dp = outcome.row("none"), outcome.row("dp_eps1")
+    assert none.auc.low > 0.95
+    assert dp.auc.high < none.auc.low - 0.1
     assert none.epsilon_lb > dp.epsilon_lb and dp.epsilon_lb <= dp.dp_epsilon
+    assert dp.perplexity.value > none.perplexity.value  # what the privacy costs
