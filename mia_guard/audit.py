@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from . import attacks as attack_registry
+from .attacks.crossfit import stratified_folds
 from .attacks.registry import AttackContext
 from .audit_result import AuditHistory, AuditResult
 from .canaries import CanarySet
@@ -190,8 +191,9 @@ class Auditor:
             full = np.full(len(self.canaries), np.nan)
             full[valid] = valid_scores
             scores[attack.name] = full
+            folds = stratified_folds(is_member[valid], self.n_folds, self.seed) if attack.supervised else None
             metrics[attack.name] = summarize_attack(
-                attack.name, valid_scores, is_member[valid], self.fprs, self.confidence, seed=self.seed
+                attack.name, valid_scores, is_member[valid], self.fprs, self.confidence, seed=self.seed, folds=folds
             )
         extras = {
             name: ANALYSES[name](

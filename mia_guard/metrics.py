@@ -35,6 +35,7 @@ __all__ = [
     "auc_with_ci",
     "check_scores",
     "clopper_pearson",
+    "crossfit_auc_with_ci",
     "delong_components",
     "mean_with_ci",
     "min_resolvable_fpr",
@@ -532,6 +533,44 @@ class AttackMetrics:
             raise ValueError(f"not an AttackMetrics dict ({err!r})") from err
 
 
+def crossfit_auc_with_ci(scores: Any, is_member: Any, folds: Any, confidence: float = 0.95) -> Estimate:
+    """AUC of cross-fitted scores: the mean of the per-fold AUCs, with a Student-t interval
+    (K − 1 degrees of freedom) across the K folds, its variance corrected for the overlap of
+    the folds' training sets (Nadeau & Bengio 2003).
+
+    Cross-fitted scores come from K different fitted models that share training canaries,
+    so pooling them and applying DeLong (which treats scores as fixed and independent)
+    gives intervals that are too narrow when nothing leaks (measured: ~11% one-sided
+    false exclusions of 0.5 for sequence LiRA against a nominal 2.5%). Comparing only
+    canaries scored by the same model, and taking the spread across folds, carries the
+    fitting variability into the interval.
+
+    Args:
+        folds: int ``[N]`` fold id per canary (as used by the cross-fitting).
+    """
+    scores, labels = check_scores(scores, is_member)
+    confidence = _check_confidence(confidence)
+    folds = np.asarray(folds)
+    if folds.shape != scores.shape:
+        raise ValueError(f"folds has shape {folds.shape}, scores {scores.shape}")
+    per_fold = []
+    for fold in np.unique(folds):
+        in_fold = folds == fold
+        if labels[in_fold].all() or not labels[in_fold].any():
+            raise ValueError(f"fold {fold} lacks members or non-members; cannot compute its AUC")
+        per_fold.append(roc_auc(scores[in_fold], labels[in_fold]))
+    k = len(per_fold)
+    if k < 2:
+        raise ValueError("cross-fitted AUC needs at least 2 folds")
+    mean = float(np.mean(per_fold))
+    # Nadeau & Bengio (2003) corrected variance: the fold models share training canaries, so
+    # the per-fold AUCs are positively correlated; 1/K + n_test/n_train = 1/K + 1/(K-1) for K folds.
+    scale = math.sqrt(1.0 / k + 1.0 / (k - 1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, k - 1) * np.std(per_fold, ddof=1) * scale)
+    note = f"mean of {k} per-fold AUCs, Nadeau-Bengio corrected t interval across folds (cross-fitted scores)"
+    return Estimate(mean, max(0.0, mean - half), min(1.0, mean + half), confidence, note)
+
+
 def summarize_attack(
     attack: str,
     scores: Any,
@@ -539,12 +578,14 @@ def summarize_attack(
     fprs: Iterable[float] = (0.001, 0.01, 0.1),
     confidence: float = 0.95,
     seed: int = 0,
+    folds: Any = None,
 ) -> AttackMetrics:
     """AUC, TPR at each FPR in ``fprs`` and advantage for one attack's scores.
 
     ``seed`` drives the advantage bootstrap. Warnings are added when every score is tied
     (the attack carries no signal; AUC is exactly 0.5) and for target FPRs that the
-    number of non-members cannot resolve.
+    number of non-members cannot resolve. Give ``folds`` (fold id per canary) for
+    cross-fitted scores: the AUC then comes from :func:`crossfit_auc_with_ci`.
     """
     scores, labels = check_scores(scores, is_member)
     n_members = int(labels.sum())
@@ -564,9 +605,16 @@ def summarize_attack(
             f"with {n_nonmembers} non-members (FPR {_format_rate(worst)} needs >= "
             f"{nonmembers_needed(worst)})"
         )
+    if folds is not None:
+        warnings.append(
+            "cross-fitted scores: the TPR and advantage intervals treat the pooled scores as "
+            "independent and are narrower than nominal; the AUC interval accounts for the folds"
+        )
     return AttackMetrics(
         attack=attack,
-        auc=auc_with_ci(scores, labels, confidence),
+        auc=auc_with_ci(scores, labels, confidence) if folds is None else crossfit_auc_with_ci(
+            scores, labels, folds, confidence
+        ),
         tpr_at_fpr=tprs,
         advantage=advantage(scores, labels, confidence, seed=seed),
         n_members=n_members,
