@@ -71,6 +71,11 @@ def test_out_of_memory_at_batch_size_one_skips_the_audit_not_training(tmp_path, 
     assert sorted(loop.session.skipped) == [0, 2]
     assert "ran out of memory at batch sizes [4, 2, 1]" in loop.session.skipped[2]
     assert "audit at step 2 skipped" in caplog.text
+    model.limit = 1000  # memory freed: the final audit runs, and the report lists the skipped ones
+    loop.finish(model, 3)
+    assert loop.history.steps == [3]
+    run_info = load_report(tmp_path / "mia" / "report.json")["run_info"]
+    assert sorted(run_info["skipped_audits"]) == ["0", "2"]
 
 
 def test_retry_passes_other_errors_through_untouched():
