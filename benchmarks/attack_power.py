@@ -37,7 +37,7 @@ correlation of per-token confidence within each class, the member-minus-non-memb
 confidence gap at each secret position, and the share of a non-member token's
 confidence variance that the token's identity explains.
 
-    python benchmarks/attack_power.py                      # repetitions 1 and 4, 3 seeds (~12-25 min on 2 cores)
+    python benchmarks/attack_power.py                      # repetitions 1 and 4, 3 seeds (5-25 min on 2 cores)
     python benchmarks/attack_power.py --repetitions 1 4 16 --seeds 0 1 2 3 4 --stats-dir runs/  # the docs table
     python benchmarks/attack_power.py --repetitions 4 --seeds 0 --steps 300      # a quick look
 
