@@ -17,40 +17,29 @@ presets and Trainer examples.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_exports
 
-# public name -> submodule that defines it
+# public name -> module that defines it
 _EXPORTS = {
-    "GoldfishCollator": "goldfish",
-    "goldfish_mask": "goldfish",
-    "goldfish_supervised_mask": "goldfish",
-    "goldfish_scored_mask": "goldfish",
-    "PRESETS": "regularization",
-    "RegularizationPreset": "regularization",
-    "PresetApplication": "regularization",
-    "apply_preset": "regularization",
-    "set_dropout": "regularization",
-    "PerturbedOutputModel": "output",
-    "DedupResult": "dedup",
-    "deduplicate": "dedup",
-    "DPConfig": "dp",
-    "DPTrainer": "dp",
-    "opacus_hooks_disabled": "dp",
-    "unwrap_dp_model": "dp",
+    "GoldfishCollator": "mia_guard.defenses.goldfish",
+    "goldfish_mask": "mia_guard.defenses.goldfish",
+    "goldfish_supervised_mask": "mia_guard.defenses.goldfish",
+    "goldfish_scored_mask": "mia_guard.defenses.goldfish",
+    "PRESETS": "mia_guard.defenses.regularization",
+    "RegularizationPreset": "mia_guard.defenses.regularization",
+    "PresetApplication": "mia_guard.defenses.regularization",
+    "apply_preset": "mia_guard.defenses.regularization",
+    "set_dropout": "mia_guard.defenses.regularization",
+    "PerturbedOutputModel": "mia_guard.defenses.output",
+    "DedupResult": "mia_guard.defenses.dedup",
+    "deduplicate": "mia_guard.defenses.dedup",
+    "DPConfig": "mia_guard.defenses.dp",
+    "DPTrainer": "mia_guard.defenses.dp",
+    "opacus_hooks_disabled": "mia_guard.defenses.dp",
+    "unwrap_dp_model": "mia_guard.defenses.dp",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
