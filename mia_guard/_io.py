@@ -61,6 +61,25 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
         raise ValueError(f"{what} {path} is not valid JSON ({err}); it is corrupt or truncated") from err
 
 
+def check_format(
+    data: Any, *, fmt: str, version: int, what: str, source: Any, version_key: str = "schema_version", fix: str = ""
+) -> dict:
+    """Refuse ``data`` unless it is a dict with ``format == fmt`` and ``data[version_key] == version``.
+
+    ``what`` names the kind of file ("audit history"), ``source`` where it came from, and
+    ``fix`` says what to do (appended to the message).
+    """
+    hint = f"; {fix}" if fix else ""
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{source} is not a mia_guard {what} (format is {found!r}, expected {fmt!r}){hint}")
+    if data.get(version_key) != version:
+        raise ValueError(
+            f"{source} has {what} schema version {data.get(version_key)!r}; this mia_guard reads version {version}{hint}"
+        )
+    return data
+
+
 def _nan_to_none(obj: Any) -> Any:
     if isinstance(obj, float) and not np.isfinite(obj):
         return None

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._io import atomic_write_json, decode_array, encode_array, read_json
+from ._io import atomic_write_json, check_format, decode_array, encode_array, read_json
 from .metrics import AttackMetrics, Estimate
 from .token_stats import TokenStats
 
@@ -193,13 +193,7 @@ class AuditHistory:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "history") -> "AuditHistory":
-        if not isinstance(data, dict) or data.get("format") != HISTORY_FORMAT:
-            raise ValueError(f"{source} is not a mia_guard audit history (missing format {HISTORY_FORMAT!r})")
-        if data.get("schema_version") != HISTORY_SCHEMA_VERSION:
-            raise ValueError(
-                f"{source} has history schema version {data.get('schema_version')}; "
-                f"this mia_guard reads version {HISTORY_SCHEMA_VERSION}"
-            )
+        check_format(data, fmt=HISTORY_FORMAT, version=HISTORY_SCHEMA_VERSION, what="audit history", source=source)
         try:
             return cls(
                 data["canary_hash"],

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._io import atomic_write_json, read_json
+from ._io import atomic_write_json, check_format, read_json
 from .templates import CanaryTemplate, resolve_template
 
 FORMAT = "mia_guard.canaries"
@@ -253,10 +253,7 @@ class CanarySet:
         """Read a file written by :meth:`save`; refuses edited or corrupt files."""
         path = Path(path)
         data = read_json(path, "canary file")
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a mia_guard canary file (missing format {FORMAT!r})")
-        if data.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{path} has canary format version {data.get('version')}; this mia_guard reads {FORMAT_VERSION}")
+        check_format(data, fmt=FORMAT, version=FORMAT_VERSION, what="canary file", source=path, version_key="version")
         try:
             template = CanaryTemplate.from_dict(data["template"]) if data["template"] else None
             loaded = cls(

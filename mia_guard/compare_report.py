@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from ._io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from ._io import atomic_write_bytes, atomic_write_json, atomic_write_text, check_format, read_json
 from .metrics import Estimate
 
 if TYPE_CHECKING:
@@ -165,11 +165,5 @@ def load_comparison(path: str | Path) -> tuple[dict, list["ComparisonRow"]]:
     from .compare import ComparisonRow
 
     data = read_json(path, "comparison")
-    if not isinstance(data, dict) or data.get("format") != COMPARISON_FORMAT:
-        raise ValueError(f"{path} is not a mia_guard comparison (missing format {COMPARISON_FORMAT!r})")
-    if data.get("schema_version") != COMPARISON_SCHEMA_VERSION:
-        raise ValueError(
-            f"{path} has comparison schema version {data.get('schema_version')}; this mia_guard reads "
-            f"{COMPARISON_SCHEMA_VERSION}"
-        )
+    check_format(data, fmt=COMPARISON_FORMAT, version=COMPARISON_SCHEMA_VERSION, what="comparison", source=path)
     return data, [ComparisonRow.from_dict(r) for r in data["rows"]]

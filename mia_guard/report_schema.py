@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
+from ._io import check_format
+
 if TYPE_CHECKING:  # typing only: `mia-guard gate` must not import torch
     from .audit_result import AuditHistory, AuditResult
     from .canaries import CanarySet
@@ -158,17 +160,10 @@ def validate_report(data: Any, source: str = "report") -> dict:
     Raises:
         ValueError: wrong format, other schema version, or missing/ill-typed parts.
     """
-    if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise ValueError(
-            f"{source} is not a mia_guard report (format is {found!r}, expected {REPORT_FORMAT!r}); "
-            "pass the report.json written by `mia-guard report DIR` or write_report"
-        )
-    if data.get("schema_version") != REPORT_SCHEMA_VERSION:
-        raise ValueError(
-            f"{source} has report schema version {data.get('schema_version')!r}; this mia_guard reads "
-            f"version {REPORT_SCHEMA_VERSION}: regenerate the report from history.json with `mia-guard report DIR`"
-        )
+    check_format(
+        data, fmt=REPORT_FORMAT, version=REPORT_SCHEMA_VERSION, what="report", source=source,
+        fix="regenerate it from history.json with `mia-guard report DIR`",
+    )
     problems = []
     for key, kind, label in (
         ("confidence", (int, float), "number"),
