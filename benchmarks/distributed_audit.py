@@ -67,7 +67,8 @@ def launch(processes: int, args: argparse.Namespace, out: Path) -> dict:
         __file__, "--worker", str(out), "--canaries", str(args.canaries), "--n-layer", str(args.n_layer),
         "--n-embd", str(args.n_embd), "--repeats", str(args.repeats), "--threads", str(args.threads),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    threads = str(args.threads)  # torch and the BLAS behind NumPy/SciPy (the attacks)
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{processes}-process run failed:\n{done.stderr[-4000:]}")
