@@ -60,7 +60,8 @@ def table_cells(rows: Sequence["ComparisonRow"], confidence: float) -> tuple[lis
 def _footnotes(rows: Sequence["ComparisonRow"], confidence: float) -> list[str]:
     lines = [
         f"AUC and TPR of the attack with the highest AUC at the final audit; intervals at {confidence:.0%} "
-        "(DeLong, Clopper-Pearson). eps LB: one-run lower bound (Steinke, Nasr & Jagielski 2023), itself a "
+        "(AUC: DeLong, or for cross-fitted attacks a corrected t interval over folds; TPR: Clopper-Pearson). "
+        "eps LB: one-run lower bound (Steinke, Nasr & Jagielski 2023), itself a "
         f"{confidence:.0%} one-sided bound; * = heuristic (cross-fitted attack), not the theorem's guarantee. "
         "DP eps: the accountant's guarantee at the same delta. Perplexity per byte token on held-out stdlib "
         "chunks (t-interval over chunks). CPU s: process CPU time of the row (training and audits).",

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "epsilon lower bound and the held-out perplexity, each with its interval. The no-defense model is also "
         "audited through output perturbations an API could apply, and the goldfish run on its supervised and "
         "dropped tokens. Writes comparison.{json,md}, leakage_utility.png and one TensorBoard run per row under "
-        "<output-dir>/logs. Defaults take about ten minutes on two CPU cores.",
+        "<output-dir>/logs. The defaults take about eight minutes on two CPU cores.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"output perturbations audited on the 'none' model, comma-separated subset of: "
         f"{','.join(OUTPUT_SETTINGS)} ('' for none)",
     )
-    parser.add_argument("--steps", type=int, default=500, help="optimizer steps of every run")
+    parser.add_argument("--steps", type=int, default=800, help="optimizer steps of every run")
     parser.add_argument("--every", type=int, default=None, help="audit every this many steps (default: steps/2)")
     parser.add_argument("--canaries", type=int, default=256, help="credential canaries (about half inserted)")
     parser.add_argument("--repetitions", type=int, default=8, help="times each member canary is inserted")
