@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..cli import InputError
+from ._training_args import add_training_arguments, training_config_kwargs
 
 
 def _names(text: str) -> list[str]:
@@ -36,17 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"output perturbations audited on the 'none' model, comma-separated subset of: "
         f"{','.join(OUTPUT_SETTINGS)} ('' for none)",
     )
-    parser.add_argument("--steps", type=int, default=800, help="optimizer steps of every run")
-    parser.add_argument("--every", type=int, default=None, help="audit every this many steps (default: steps/2)")
-    parser.add_argument("--canaries", type=int, default=256, help="credential canaries (about half inserted)")
-    parser.add_argument("--repetitions", type=int, default=8, help="times each member canary is inserted")
+    add_training_arguments(
+        parser, every=None, every_help="audit every this many steps (default: steps/2)", output_dir="mia_compare"
+    )
     parser.add_argument("--corpus-chunks", type=int, default=2000, help="120-character stdlib chunks to train on")
     parser.add_argument("--heldout-chunks", type=int, default=200, help="held-out chunks for the perplexity")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train")
-    parser.add_argument("--output-dir", type=Path, default=Path("mia_compare"), help="where to write everything")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads when running on the CPU")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
 
@@ -57,17 +51,9 @@ def run(args: argparse.Namespace) -> int:
         config = CompareConfig(
             defenses=args.defenses,
             output_settings=args.output_settings,
-            steps=args.steps,
-            every=args.every,
-            canaries=args.canaries,
-            repetitions=args.repetitions,
             corpus_chunks=args.corpus_chunks,
             heldout_chunks=args.heldout_chunks,
-            device=args.device,
-            output_dir=args.output_dir,
-            seed=args.seed,
-            threads=args.threads,
-            progress=not args.no_progress,
+            **training_config_kwargs(args),
         )
     except ValueError as err:
         raise InputError(str(err)) from err

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..cli import InputError
+from ._training_args import add_training_arguments, training_config_kwargs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,17 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "policy. Nothing is downloaded; the defaults take about a minute on two CPU cores.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--steps", type=int, default=800, help="optimizer steps")
-    parser.add_argument("--every", type=int, default=100, help="audit every this many steps")
-    parser.add_argument("--canaries", type=int, default=256, help="number of credential canaries (about half inserted)")
-    parser.add_argument("--repetitions", type=int, default=8, help="times each member canary is inserted")
+    add_training_arguments(parser, every=100, every_help="audit every this many steps", output_dir="mia_demo")
     parser.add_argument("--n-layer", type=int, default=2, help="GPT-2 layers")
     parser.add_argument("--n-embd", type=int, default=64, help="GPT-2 width")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train")
-    parser.add_argument("--output-dir", type=Path, default=Path("mia_demo"), help="where to write everything")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads when training on the CPU")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
 
@@ -36,19 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from ..demo import DemoConfig, run_demo
 
     try:
-        config = DemoConfig(
-            steps=args.steps,
-            every=args.every,
-            canaries=args.canaries,
-            repetitions=args.repetitions,
-            n_layer=args.n_layer,
-            n_embd=args.n_embd,
-            device=args.device,
-            output_dir=args.output_dir,
-            seed=args.seed,
-            threads=args.threads,
-            progress=not args.no_progress,
-        )
+        config = DemoConfig(n_layer=args.n_layer, n_embd=args.n_embd, **training_config_kwargs(args))
     except ValueError as err:
         raise InputError(str(err)) from err
     outcome = run_demo(config)
