@@ -57,7 +57,7 @@ from transformers.trainer_callback import ExportableState
 
 from ..audit import DEFAULT_ATTACKS, DEFAULT_FPRS, Auditor
 from ..canaries import CanarySet
-from .session import AuditSession, load_policy
+from .session import AuditSession, load_policy, resolve_audit_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -114,18 +114,7 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
         jsonl: bool = True,
         auditor: Auditor | None = None,
     ) -> None:
-        if auditor is None and canaries is None:
-            raise ValueError("MIAAuditCallback needs the canaries (a CanarySet or a canary file) or an auditor")
-        if auditor is not None and not isinstance(auditor, Auditor):
-            raise TypeError(f"auditor must be a mia_guard.Auditor, got {type(auditor).__name__}")
-        if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 1):
-            raise ValueError(f"every_n_steps must be a positive integer or None, got {every_n_steps!r}")
-        if stop_on_blocked and policy is None:
-            raise ValueError("stop_on_blocked=True needs a release policy (policy=ReleasePolicy or a TOML path)")
-        if isinstance(canaries, (str, os.PathLike)):
-            canaries = CanarySet.load(canaries)
-        if canaries is not None and not isinstance(canaries, CanarySet):
-            raise TypeError(f"canaries must be a CanarySet or a canary file path, got {type(canaries).__name__}")
+        canaries = resolve_audit_inputs("MIAAuditCallback", canaries, auditor, every_n_steps, stop_on_blocked, policy)
         self.canaries = auditor.canaries if auditor is not None else canaries
         self.tokenizer = tokenizer
         self.every_n_steps = every_n_steps

@@ -36,7 +36,7 @@ from .. import distributed
 from ..audit import DEFAULT_ATTACKS, DEFAULT_FPRS, Auditor
 from ..audit_result import AuditHistory, AuditResult
 from ..canaries import CanarySet
-from .session import AuditSession, load_policy
+from .session import AuditSession, load_policy, resolve_audit_inputs
 
 
 class AuditLoop:
@@ -93,20 +93,11 @@ class AuditLoop:
         is_main: bool | None = None,
         auditor: Auditor | None = None,
     ) -> None:
-        if auditor is None and canaries is None:
-            raise ValueError("AuditLoop needs the canaries (a CanarySet or a canary file) or an auditor")
-        if auditor is not None and not isinstance(auditor, Auditor):
-            raise TypeError(f"auditor must be a mia_guard.Auditor, got {type(auditor).__name__}")
-        if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 1):
-            raise ValueError(f"every_n_steps must be a positive integer or None, got {every_n_steps!r}")
-        if stop_on_blocked and policy is None:
-            raise ValueError("stop_on_blocked=True needs a release policy (policy=ReleasePolicy or a TOML path)")
+        canaries = resolve_audit_inputs("AuditLoop", canaries, auditor, every_n_steps, stop_on_blocked, policy)
         if is_main is None:
             group = distributed.current_group()
             is_main = group is None or group.is_root
         if auditor is None:
-            if isinstance(canaries, (str, os.PathLike)):
-                canaries = CanarySet.load(canaries)
             auditor = Auditor(
                 canaries,
                 tokenizer,

@@ -110,6 +110,30 @@ def preserved_rng() -> Iterator[None]:
             np.random.set_state(numpy_state)
 
 
+def resolve_audit_inputs(
+    owner: str, canaries: Any, auditor: Any, every_n_steps: Any, stop_on_blocked: bool, policy: Any
+) -> Any:
+    """Validate the options a callback or loop takes; returns the CanarySet (loaded if a path),
+    or ``None`` when an ``auditor`` is given instead. ``owner`` names the caller in errors."""
+    from ..canaries import CanarySet
+
+    if auditor is None and canaries is None:
+        raise ValueError(f"{owner} needs the canaries (a CanarySet or a canary file) or an auditor")
+    if auditor is not None and not isinstance(auditor, Auditor):
+        raise TypeError(f"auditor must be a mia_guard.Auditor, got {type(auditor).__name__}")
+    if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 1):
+        raise ValueError(f"every_n_steps must be a positive integer or None, got {every_n_steps!r}")
+    if stop_on_blocked and policy is None:
+        raise ValueError("stop_on_blocked=True needs a release policy (policy=ReleasePolicy or a TOML path)")
+    if auditor is not None:
+        return None
+    if isinstance(canaries, (str, os.PathLike)):
+        canaries = CanarySet.load(canaries)
+    if not isinstance(canaries, CanarySet):
+        raise TypeError(f"canaries must be a CanarySet or a canary file path, got {type(canaries).__name__}")
+    return canaries
+
+
 def load_policy(policy: Any) -> Any:
     """A ``mia_guard.gate.ReleasePolicy`` from a policy, its dict or the path of its TOML file (``None`` passes)."""
     if policy is None:
