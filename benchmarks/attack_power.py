@@ -1,8 +1,8 @@
 """Attack power on the demo's setting: every registered attack side by side, and how far
 sequence LiRA gets past the loss test (docs/attack_power.md holds the committed table).
 
-Setting (the demo's, :mod:`mia_guard.demo`): a tiny byte-level GPT-2
-(:func:`~mia_guard.demo_assets.tiny_gpt2`, 2 layers x 64) trains for ``--steps`` AdamW
+Setting (the demo's, :mod:`mia_guard.experiments.demo`): a tiny byte-level GPT-2
+(:func:`~mia_guard.experiments.demo_assets.tiny_gpt2`, 2 layers x 64) trains for ``--steps`` AdamW
 steps (batch 16, lr 3e-3, a plain loop) on 120-character chunks of the Python standard
 library with ``--canaries`` ``code_credential`` canaries
 (``API_SECRET_KEY = "<12 random characters>"``), exactly half of them members, each
@@ -11,7 +11,7 @@ spaced steps (step 0, the untrained model, first), so the history-based attacks 
 trajectory.
 
 At the last audit every registered attack (``mia_guard.attacks.available()``) runs on
-the same TokenStats with what the :class:`~mia_guard.audit.Auditor` gives an attack:
+the same TokenStats with what the :class:`~mia_guard.audit.auditor.Auditor` gives an attack:
 the step-0 statistics as reference, the earlier audits as history, the canary texts;
 ``shadow_classifier`` gets the other seeds' runs of the same setting as shadow runs. An
 attack whose needs are unmet is listed as skipped, with the reason. Supervised attacks
@@ -63,11 +63,11 @@ from mia_guard._io import atomic_write_json
 from mia_guard.attacks import AttackContext, available, get
 from mia_guard.attacks.learned import ShadowRun
 from mia_guard.attacks.sequence_variants import calibrate, key_means, token_keys
-from mia_guard.demo_assets import CausalLMCollator, byte_tokenizer, stdlib_corpus, tiny_gpt2, tokenize
-from mia_guard.encoding import encode_canaries
-from mia_guard.metrics import auc_with_ci, mean_with_ci, tpr_at_fpr
-from mia_guard.scoring import score_tokens
-from mia_guard.token_stats import TokenStats
+from mia_guard.canaries.encoding import encode_canaries
+from mia_guard.experiments.demo_assets import CausalLMCollator, byte_tokenizer, stdlib_corpus, tiny_gpt2, tokenize
+from mia_guard.scoring.forward import score_tokens
+from mia_guard.scoring.token_stats import TokenStats
+from mia_guard.stats.metrics import auc_with_ci, mean_with_ci, tpr_at_fpr
 
 FPRS = (0.001, 0.01)
 MAX_LENGTH = 128

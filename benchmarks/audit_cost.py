@@ -22,7 +22,7 @@ import time
 import torch
 
 from mia_guard import Auditor, CanarySet
-from mia_guard.demo_assets import CausalLMCollator, byte_tokenizer, stdlib_corpus, tiny_gpt2
+from mia_guard.experiments.demo_assets import CausalLMCollator, byte_tokenizer, stdlib_corpus, tiny_gpt2
 
 
 def timed(fn):

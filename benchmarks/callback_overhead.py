@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from mia_guard.demo import DemoConfig, build_callback, build_trainer, build_training_rows, resolve_device
-from mia_guard.demo_assets import byte_tokenizer
+from mia_guard.experiments.demo import DemoConfig, build_callback, build_trainer, build_training_rows, resolve_device
+from mia_guard.experiments.demo_assets import byte_tokenizer
 
 
 def train_seconds(

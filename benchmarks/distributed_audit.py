@@ -34,7 +34,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from mia_guard import Auditor, CanarySet
     from mia_guard.callbacks.session import AuditSession
-    from mia_guard.demo_assets import byte_tokenizer, tiny_gpt2
+    from mia_guard.experiments.demo_assets import byte_tokenizer, tiny_gpt2
 
     torch.set_num_threads(args.threads)
     dist.init_process_group("gloo")

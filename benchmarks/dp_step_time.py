@@ -64,8 +64,8 @@ def _build(variant: str, tmp: str):
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from mia_guard.demo_assets import CausalLMCollator, byte_tokenizer, stdlib_corpus, tiny_gpt2, tokenize
     from mia_guard.defenses.dp import DPConfig, DPTrainer
+    from mia_guard.experiments.demo_assets import CausalLMCollator, byte_tokenizer, stdlib_corpus, tiny_gpt2, tokenize
 
     model = tiny_gpt2(n_positions=LENGTH, seed=0)
     if variant.endswith("untied"):
@@ -107,7 +107,7 @@ def _stock_opacus_hooks():
         GRAD_SAMPLERS = {k: v for k, v in GradSampleHooks.GRAD_SAMPLERS.items() if k.__name__ != "Conv1D"}
 
     with mock.patch(
-        "mia_guard.defenses.dp_trainer.attach_grad_sample_hooks",
+        "mia_guard.defenses.dp.trainer.attach_grad_sample_hooks",
         lambda model, mode, max_grad_norm: StockHooks(model, loss_reduction="sum"),
     ):
         yield

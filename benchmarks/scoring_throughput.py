@@ -27,9 +27,9 @@ def _workload(mode: str, kind: str, vocab: int, n: int, batch: int, device: str,
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from mia_guard import CanarySet, score_tokens
-    from mia_guard.demo_assets import byte_tokenizer, stdlib_corpus
-    from mia_guard.encoding import encode_canaries
-    from mia_guard.scoring import _length_sorted_batches, _pad
+    from mia_guard.canaries.encoding import encode_canaries
+    from mia_guard.experiments.demo_assets import byte_tokenizer, stdlib_corpus
+    from mia_guard.scoring.forward import _length_sorted_batches, _pad
 
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=vocab, n_positions=128, n_layer=2, n_embd=64, n_head=2)

@@ -2,7 +2,7 @@
 
 For each seed and canary kind, a byte-level GPT-2 (2 layers, 64 wide) trains with a plain
 AdamW loop on Python-stdlib chunks with the member canaries inserted (8 copies each); an
-:class:`~mia_guard.audit.Auditor` scores the canaries at ``--audits`` evenly spaced steps
+:class:`~mia_guard.audit.auditor.Auditor` scores the canaries at ``--audits`` evenly spaced steps
 (step 0 included) and keeps their statistics. At the last audit every attack runs on the
 context the Auditor gives it (earlier audits as the history, step 0 as the reference):
 the trajectory attacks (``trajectory_logreg``, ``trajectory_rnn``: the canaries' metrics
@@ -43,8 +43,8 @@ import torch
 from mia_guard import AuditHistory, Auditor, CanarySet
 from mia_guard._io import atomic_write_json
 from mia_guard.attacks import AttackContext, get
-from mia_guard.demo_assets import CausalLMCollator, byte_tokenizer, stdlib_corpus, tiny_gpt2, tokenize
-from mia_guard.metrics import clopper_pearson, mean_with_ci, summarize_attack
+from mia_guard.experiments.demo_assets import CausalLMCollator, byte_tokenizer, stdlib_corpus, tiny_gpt2, tokenize
+from mia_guard.stats.metrics import clopper_pearson, mean_with_ci, summarize_attack
 
 TRAJECTORY = ("trajectory_logreg", "trajectory_rnn")
 FINAL_STEP = ("loss", "min_k_plus_plus", "lira_online", "seq_lira", "reference")

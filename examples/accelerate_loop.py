@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from mia_guard import CanarySet
 from mia_guard.callbacks import AuditLoop
-from mia_guard.demo_assets import CausalLMCollator, byte_tokenizer, stdlib_corpus, tiny_gpt2, tokenize
+from mia_guard.experiments.demo_assets import CausalLMCollator, byte_tokenizer, stdlib_corpus, tiny_gpt2, tokenize
 
 
 def forever(loader: DataLoader) -> Iterator[dict]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mia_guard import AuditHistory
 from mia_guard.gate import ReleasePolicy, evaluate_result
-from mia_guard.report import write_report
+from mia_guard.report.files import write_report
 
 
 def build_policy() -> ReleasePolicy:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mia_guard.compare import CompareConfig, run_comparison
+from mia_guard.experiments.compare import CompareConfig, run_comparison
 
 MAX_AUC = 0.75
 

@@ -41,10 +41,10 @@ import torch
 
 from mia_guard import Auditor, CanarySet
 from mia_guard._io import atomic_write_bytes, atomic_write_json
-from mia_guard.audit_result import AuditHistory
+from mia_guard.audit.result import AuditHistory
 from mia_guard.callbacks import MIAAuditCallback
-from mia_guard.demo_assets import CausalLMCollator
-from mia_guard.images import ImageVocab, quantize_images, tokens_to_images
+from mia_guard.canaries.images import ImageVocab, quantize_images, tokens_to_images
+from mia_guard.experiments.demo_assets import CausalLMCollator
 
 ATTACKS = ("loss", "min_k_plus_plus", "reference", "trajectory_logreg", "trajectory_rnn")
 SHAPE = (8, 8)

@@ -12,7 +12,7 @@ from transformers import Trainer, TrainingArguments
 
 from mia_guard import CanarySet
 from mia_guard.callbacks import MIAAuditCallback
-from mia_guard.demo_assets import CausalLMCollator, byte_tokenizer, stdlib_corpus, tiny_gpt2, tokenize
+from mia_guard.experiments.demo_assets import CausalLMCollator, byte_tokenizer, stdlib_corpus, tiny_gpt2, tokenize
 
 tokenizer = byte_tokenizer()
 canaries = CanarySet.generate(128, "code_credential", seed=0)  # about half become members

@@ -11,21 +11,22 @@ Public API (imported lazily, so ``import mia_guard`` stays cheap)::
 
 from __future__ import annotations
 
+from . import _moved
 from ._lazy import lazy_exports
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
-    "CanarySet": "mia_guard.canaries",
-    "Canary": "mia_guard.canaries",
-    "CanaryTemplate": "mia_guard.templates",
-    "BUILTIN_TEMPLATES": "mia_guard.templates",
-    "TokenStats": "mia_guard.token_stats",
-    "score_tokens": "mia_guard.scoring",
-    "encode_canaries": "mia_guard.encoding",
-    "Auditor": "mia_guard.audit",
-    "AuditResult": "mia_guard.audit_result",
-    "AuditHistory": "mia_guard.audit_result",
+    "CanarySet": "mia_guard.canaries.canary_set",
+    "Canary": "mia_guard.canaries.canary_set",
+    "CanaryTemplate": "mia_guard.canaries.templates",
+    "BUILTIN_TEMPLATES": "mia_guard.canaries.templates",
+    "TokenStats": "mia_guard.scoring.token_stats",
+    "score_tokens": "mia_guard.scoring.forward",
+    "encode_canaries": "mia_guard.canaries.encoding",
+    "Auditor": "mia_guard.audit.auditor",
+    "AuditResult": "mia_guard.audit.result",
+    "AuditHistory": "mia_guard.audit.result",
     "MIAAuditCallback": "mia_guard.callbacks.hf_trainer",
     "ReleasePolicy": "mia_guard.gate",
 }
@@ -34,3 +35,4 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+_moved.install()  # the 0.1 module paths keep working for one release

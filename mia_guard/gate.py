@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from .report_schema import audit_entry, pct, validate_report
+from .report.schema import audit_entry, pct, validate_report
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,7 +42,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 if TYPE_CHECKING:
-    from .audit_result import AuditResult
+    from .audit.result import AuditResult
 
 __all__ = [
     "EXIT_BLOCKED",
@@ -402,7 +402,7 @@ def _summary(verdict: str, released: bool) -> str:
 
 
 def evaluate_report(policy: ReleasePolicy, report: dict) -> GateDecision:
-    """Judge the final audit of a report dict (:func:`mia_guard.report.load_report`).
+    """Judge the final audit of a report dict (:func:`mia_guard.report.files.load_report`).
 
     Raises:
         ValueError: the report is malformed, or the policy cannot be judged on it
@@ -413,7 +413,7 @@ def evaluate_report(policy: ReleasePolicy, report: dict) -> GateDecision:
 
 
 def evaluate_result(policy: ReleasePolicy, result: "AuditResult") -> GateDecision:
-    """Judge one :class:`~mia_guard.audit_result.AuditResult` (e.g. after each audit in a callback).
+    """Judge one :class:`~mia_guard.audit.result.AuditResult` (e.g. after each audit in a callback).
 
     Same judgement as :func:`evaluate_report` on a report whose final audit is ``result``.
     """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from mia_guard import Auditor, CanarySet, TokenStats
-from mia_guard.demo_assets import byte_tokenizer
+from mia_guard.experiments.demo_assets import byte_tokenizer
 
 ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
 N_CANARIES = 400

@@ -9,11 +9,10 @@ from typing import Any
 import pytest
 import torch
 from filelock import FileLock
+from lm_training import train_lm
 
 from mia_guard import CanarySet
-from mia_guard.demo_assets import byte_tokenizer, stdlib_corpus, tiny_gpt2
-
-from lm_training import train_lm
+from mia_guard.experiments.demo_assets import byte_tokenizer, stdlib_corpus, tiny_gpt2
 
 torch.set_num_threads(1)
 

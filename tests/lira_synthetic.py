@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mia_guard.token_stats import TokenStats
+from mia_guard.scoring.token_stats import TokenStats
 
 
 def ar1_noise(rng: np.random.Generator, n: int, length: int, rho: float) -> np.ndarray:

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from mia_guard.demo_assets import CausalLMCollator, tokenize
+from mia_guard.experiments.demo_assets import CausalLMCollator, tokenize
 
 
 def train_lm(

@@ -6,11 +6,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from trainer_runs import training_rows
 
 from mia_guard import CanarySet
-from mia_guard.demo_assets import CausalLMCollator, byte_tokenizer
-
-from trainer_runs import training_rows
+from mia_guard.experiments.demo_assets import CausalLMCollator, byte_tokenizer
 
 
 def train(

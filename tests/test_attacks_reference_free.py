@@ -8,8 +8,8 @@ import torch
 
 from mia_guard import CanarySet, attacks, score_tokens
 from mia_guard.attacks import AttackContext
-from mia_guard.demo_assets import byte_tokenizer, tiny_gpt2
-from mia_guard.encoding import encode_canaries
+from mia_guard.canaries.encoding import encode_canaries
+from mia_guard.experiments.demo_assets import byte_tokenizer, tiny_gpt2
 
 
 @pytest.fixture(scope="module")

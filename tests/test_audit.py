@@ -99,7 +99,7 @@ def test_duplicate_attack_names_are_refused(trained_lm):
 def test_cross_fitted_auc_interval_keeps_its_coverage_when_nothing_leaks():
     """Pooled DeLong on cross-fitted scores excludes 0.5 in ~16% of null draws (measured);
     the fold-wise corrected interval must stay near its nominal 5% (120 intervals, <= 10%)."""
-    from mia_guard.canaries import CanarySet
+    from mia_guard.canaries.canary_set import CanarySet
 
     excluded = 0
     for seed in range(60):

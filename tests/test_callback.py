@@ -6,13 +6,12 @@ import json
 
 import pytest
 import torch
+from trainer_runs import canaries, make_trainer
 
 from mia_guard import AuditHistory, CanarySet
 from mia_guard.callbacks import MIAAuditCallback
 from mia_guard.callbacks.session import opacus_hooks_disabled, unwrap_model
-from mia_guard.report import load_report
-
-from trainer_runs import canaries, make_trainer
+from mia_guard.report.files import load_report
 
 
 def _callback(tmp_path, **options) -> MIAAuditCallback:

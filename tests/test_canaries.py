@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mia_guard import CanarySet, CanaryTemplate
-from mia_guard.templates import BUILTIN_TEMPLATES
+from mia_guard.canaries.templates import BUILTIN_TEMPLATES
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_TEMPLATES))

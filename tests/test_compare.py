@@ -10,14 +10,14 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mia_guard.attacks import registry as attack_registry
-from mia_guard.audit_result import AuditHistory
+from mia_guard.audit.result import AuditHistory
 from mia_guard.cli import build_parser, main
-from mia_guard.compare import CompareConfig, run_comparison, token_view
-from mia_guard.compare_report import load_comparison
-from mia_guard.compare_utility import held_out_rows
-from mia_guard.demo_assets import CausalLMCollator, byte_tokenizer
-from mia_guard.metrics import roc_auc
-from mia_guard.token_stats import TokenStats
+from mia_guard.experiments.compare import CompareConfig, run_comparison, token_view
+from mia_guard.experiments.compare_report import load_comparison
+from mia_guard.experiments.compare_utility import held_out_rows
+from mia_guard.experiments.demo_assets import CausalLMCollator, byte_tokenizer
+from mia_guard.scoring.token_stats import TokenStats
+from mia_guard.stats.metrics import roc_auc
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings(
@@ -113,12 +113,12 @@ def test_table_figures_come_from_the_audits_and_the_saved_models(short):
 
 
 def test_goldfish_views_score_only_their_tokens(short):
+    from mia_guard.canaries.encoding import encode_canaries
     from mia_guard.defenses import goldfish_scored_mask
-    from mia_guard.encoding import encode_canaries
 
     config, outcome, _ = short
     full = AuditHistory.load(config.output_dir / "runs" / "goldfish" / "mia" / "history.json").last.stats
-    from mia_guard.canaries import CanarySet
+    from mia_guard.canaries.canary_set import CanarySet
 
     canaries = CanarySet.load(config.output_dir / "runs" / "goldfish" / "mia" / "canaries.json")
     supervised = goldfish_scored_mask(encode_canaries(canaries, byte_tokenizer()), k=4, h=13, key=0) & full.mask

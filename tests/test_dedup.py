@@ -1,15 +1,15 @@
 """Training-data deduplication: exact, near-duplicate, token sequences, canary repetitions."""
 
 import json
+import pydoc_data.topics
 import sys
 
 import numpy as np
-import pydoc_data.topics
 import pytest
 import torch
 from transformers import ByT5Tokenizer
 
-from mia_guard.canaries import CanarySet
+from mia_guard.canaries.canary_set import CanarySet
 from mia_guard.defenses.dedup import deduplicate, normalize_text
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from mia_guard.cli import build_parser, main
-from mia_guard.demo import DemoConfig, run_demo
-from mia_guard.report import load_report
+from mia_guard.experiments.demo import DemoConfig, run_demo
+from mia_guard.report.files import load_report
 
 torch.set_num_threads(1)
 

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from trainer_runs import canaries
 
 from mia_guard import AuditHistory, Auditor, AuditResult, CanarySet
-from mia_guard.demo_assets import byte_tokenizer, tiny_gpt2
-from mia_guard.distributed import shard_rows
-
-from trainer_runs import canaries
+from mia_guard.experiments.demo_assets import byte_tokenizer, tiny_gpt2
+from mia_guard.scoring.distributed import shard_rows
 
 SCRIPTS = Path(__file__).parent / "ddp_scripts"
 #: A hang (one rank waiting in a collective the other never joins) fails the test after this long.

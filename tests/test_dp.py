@@ -12,7 +12,6 @@ from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
 from opacus.validators import ModuleValidator
 from transformers import TrainerCallback, TrainingArguments
 
-from mia_guard.demo_assets import CausalLMCollator, tiny_gpt2
 from mia_guard.defenses.dp import (
     DPConfig,
     DPIncompatibleModelError,
@@ -26,8 +25,9 @@ from mia_guard.defenses.dp import (
     unwrap_dp_model,
     validate_for_dp,
 )
-from mia_guard.defenses.dp_clipping import PerSampleClipper
-from mia_guard.defenses.dp_sampling import PoissonMicroBatchSampler, split_evenly
+from mia_guard.defenses.dp.clipping import PerSampleClipper
+from mia_guard.defenses.dp.sampling import PoissonMicroBatchSampler, split_evenly
+from mia_guard.experiments.demo_assets import CausalLMCollator, tiny_gpt2
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from mia_guard import Auditor, CanarySet
-from mia_guard.demo_assets import CausalLMCollator, byte_tokenizer, stdlib_corpus, tiny_gpt2, tokenize
+from mia_guard.experiments.demo_assets import CausalLMCollator, byte_tokenizer, stdlib_corpus, tiny_gpt2, tokenize
 
 torch.set_num_threads(1)
 pytestmark = [

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from mia_guard import CanarySet
-from mia_guard.demo_assets import BYTE_VOCAB_SIZE, byte_tokenizer
-from mia_guard.encoding import encode_canaries
-from mia_guard.extraction import ExtractionResult, extract_secrets
-from mia_guard.metrics import clopper_pearson
+from mia_guard.analyses.extraction import ExtractionResult, extract_secrets
+from mia_guard.canaries.encoding import encode_canaries
+from mia_guard.experiments.demo_assets import BYTE_VOCAB_SIZE, byte_tokenizer
+from mia_guard.stats.metrics import clopper_pearson
 
 torch.set_num_threads(1)
 
@@ -171,7 +171,7 @@ def repetition_run():
     """One tiny GPT-2 trained 200 steps with three canary groups inserted 1, 8 and 64 times."""
     from lm_training import train_lm
 
-    from mia_guard.demo_assets import stdlib_corpus, tiny_gpt2
+    from mia_guard.experiments.demo_assets import stdlib_corpus, tiny_gpt2
 
     tokenizer = byte_tokenizer()
     groups = [CanarySet.generate(GROUP, "code_credential", seed=10 + i) for i in range(len(REPETITIONS))]

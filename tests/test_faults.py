@@ -11,16 +11,15 @@ import os
 import numpy as np
 import pytest
 import torch
+from plain_loop_runs import train
+from trainer_runs import canaries, make_trainer
 
 from mia_guard import AuditHistory, Auditor
 from mia_guard.callbacks import AuditLoop, MIAAuditCallback
-from mia_guard.demo_assets import byte_tokenizer, tiny_gpt2
-from mia_guard.encoding import encode_canaries
-from mia_guard.faults import AuditOutOfMemoryError, OutputDirectoryError, retry_on_oom
-from mia_guard.report import load_report
-
-from plain_loop_runs import train
-from trainer_runs import canaries, make_trainer
+from mia_guard.canaries.encoding import encode_canaries
+from mia_guard.experiments.demo_assets import byte_tokenizer, tiny_gpt2
+from mia_guard.report.files import load_report
+from mia_guard.scoring.faults import AuditOutOfMemoryError, OutputDirectoryError, retry_on_oom
 
 
 class OutOfMemoryAbove(torch.nn.Module):
@@ -210,7 +209,7 @@ def test_full_disk_fails_at_construction_with_what_to_do(tmp_path, monkeypatch):
     def no_space(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("mia_guard.faults.os.fsync", no_space)
+    monkeypatch.setattr("mia_guard.scoring.faults.os.fsync", no_space)
     with pytest.raises(OutputDirectoryError, match="No space left on device; free disk space") as info:
         AuditLoop(canaries(), byte_tokenizer(), output_dir=tmp_path / "mia")
     assert info.value.errno == errno.ENOSPC

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from audit_histories import ATTACKS, audited
+
 from mia_guard.cli import main
 from mia_guard.gate import (
     RULES,
@@ -22,7 +22,7 @@ from mia_guard.gate import (
     evaluate_result,
     example_policy_path,
 )
-from mia_guard.report import build_report, load_report, write_report
+from mia_guard.report.files import build_report, load_report, write_report
 
 
 @pytest.fixture(scope="module")

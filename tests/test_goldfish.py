@@ -196,10 +196,10 @@ def test_trainer_uses_the_collator(tokenizer, tmp_path):
 
 
 def test_scored_mask_aligns_with_token_stats(tokenizer):
-    from mia_guard.canaries import CanarySet
+    from mia_guard.canaries.canary_set import CanarySet
+    from mia_guard.canaries.encoding import encode_canaries
     from mia_guard.defenses.goldfish import goldfish_scored_mask
-    from mia_guard.encoding import encode_canaries
-    from mia_guard.scoring import score_tokens
+    from mia_guard.scoring.forward import score_tokens
 
     encoded = encode_canaries(CanarySet.generate(12, seed=0), tokenizer)
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=259, n_positions=64,

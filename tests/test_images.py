@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mia_guard import Auditor, CanarySet, TokenStats
-from mia_guard.images import (
+from mia_guard.canaries.images import (
     ImageVocab,
     dequantize_images,
     image_figures,

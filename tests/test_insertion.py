@@ -39,7 +39,7 @@ def test_positions_are_random_and_seeded(canaries):
 
 
 def test_dicts_tokens_and_hf_dataset(canaries):
-    from mia_guard.demo_assets import byte_tokenizer
+    from mia_guard.experiments.demo_assets import byte_tokenizer
 
     tok = byte_tokenizer()
     rows = [{"text": f"row {i}"} for i in range(30)]

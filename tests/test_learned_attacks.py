@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from lm_training import train_lm
 
 from mia_guard import Auditor, CanarySet
 from mia_guard.attacks import available, get
@@ -19,11 +20,9 @@ from mia_guard.attacks.learned import (
     shadow_scores,
 )
 from mia_guard.attacks.registry import AttackContext
-from mia_guard.demo_assets import byte_tokenizer, stdlib_corpus, tiny_gpt2
-from mia_guard.metrics import auc_with_ci, roc_auc
-from mia_guard.token_stats import TokenStats
-
-from lm_training import train_lm
+from mia_guard.experiments.demo_assets import byte_tokenizer, stdlib_corpus, tiny_gpt2
+from mia_guard.scoring.token_stats import TokenStats
+from mia_guard.stats.metrics import auc_with_ci, roc_auc
 
 POSITIONS = 12
 

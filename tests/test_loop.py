@@ -10,14 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from plain_loop_runs import train
+from trainer_runs import canaries
 
 from mia_guard import AuditHistory, CanarySet
 from mia_guard.callbacks import AuditLoop
-from mia_guard.demo_assets import byte_tokenizer, tiny_gpt2
-from mia_guard.report import load_report
-
-from plain_loop_runs import train
-from trainer_runs import canaries
+from mia_guard.experiments.demo_assets import byte_tokenizer, tiny_gpt2
+from mia_guard.report.files import load_report
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -1,4 +1,4 @@
-"""Tests for mia_guard.metrics: agreement with scikit-learn, exact intervals, validation."""
+"""Tests for mia_guard.stats.metrics: agreement with scikit-learn, exact intervals, validation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from mia_guard import metrics as M
+from mia_guard.stats import metrics as M
 
 
 def _random_case(seed: int) -> tuple[np.ndarray, np.ndarray]:

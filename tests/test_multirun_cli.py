@@ -16,9 +16,9 @@ import pytest
 from lira_synthetic import token_stats
 
 from mia_guard import AuditHistory, Auditor, CanarySet
-from mia_guard.canaries import draw_membership
+from mia_guard.canaries.canary_set import draw_membership
 from mia_guard.cli import main
-from mia_guard.demo_assets import byte_tokenizer
+from mia_guard.experiments.demo_assets import byte_tokenizer
 
 N_CANARIES = 200
 POSITIONS = 12

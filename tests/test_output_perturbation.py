@@ -163,9 +163,9 @@ def test_rejects_a_non_callable_and_unknown_outputs():
 def test_score_tokens_sees_the_perturbed_view(model):
     from transformers import ByT5Tokenizer
 
-    from mia_guard.canaries import CanarySet
-    from mia_guard.encoding import encode_canaries
-    from mia_guard.scoring import score_tokens
+    from mia_guard.canaries.canary_set import CanarySet
+    from mia_guard.canaries.encoding import encode_canaries
+    from mia_guard.scoring.forward import score_tokens
 
     encoded = encode_canaries(CanarySet.generate(8, seed=0), ByT5Tokenizer(extra_ids=0))
     clean = score_tokens(model, encoded)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mia_guard import Auditor, CanarySet
-from mia_guard.prefix import drop_leading_positions, prefix_markdown, prefix_sensitivity
+from mia_guard.audit.prefix import drop_leading_positions, prefix_markdown, prefix_sensitivity
 
 # The fixture's canaries as plain documents: '\nAPI_SECRET_KEY = "' (19 bytes) + 12-byte secret + '"\n'.
 TEMPLATE_PREFIX_BYTES = 19
@@ -83,7 +83,7 @@ def test_markdown_table_lists_each_length_and_attack(trained_lm, documents):
 
 
 def test_report_shows_prefix_sensitivity_when_given(trained_lm, documents, tmp_path):
-    from mia_guard.report import write_report
+    from mia_guard.report.files import write_report
 
     result = prefix_sensitivity(trained_lm.model, documents, trained_lm.tokenizer, prefix_lengths=[0, 19],
                                 attacks=["loss"])

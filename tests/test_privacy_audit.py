@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from mia_guard import Auditor, AuditHistory
-from mia_guard.privacy import (
+from mia_guard import AuditHistory, Auditor
+from mia_guard.analyses.privacy import _label_free_halves, privacy_figures
+from mia_guard.stats.privacy_bounds import (
     canaries_needed_for_epsilon,
     exposure,
     one_run_epsilon_lower_bound,
     two_point_epsilon_lower_bound,
 )
-from mia_guard.privacy_audit import _label_free_halves, privacy_figures
 
 ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
 
@@ -183,8 +183,8 @@ def test_unknown_or_absent_attacks():
 
 
 def test_privacy_analysis_on_a_trained_model_reaches_the_gate(trained_lm):
+    from mia_guard.callbacks.sinks import audit_scalars
     from mia_guard.gate import ReleasePolicy, evaluate_result
-    from mia_guard.sinks import audit_scalars
 
     auditor = Auditor(
         trained_lm.canaries, trained_lm.tokenizer, attacks=ATTACKS, reference="none",
@@ -210,8 +210,8 @@ def test_privacy_analysis_on_a_trained_model_reaches_the_gate(trained_lm):
     assert scalars["privacy/epsilon_lb_one_run"] == privacy["epsilon_lb_one_run"]
     assert scalars["privacy/exposure_max_high"] == privacy["exposure_max_high"]
 
-    from mia_guard.report_markdown import render_markdown
-    from mia_guard.report_schema import build_report
+    from mia_guard.report.markdown import render_markdown
+    from mia_guard.report.schema import build_report
 
     markdown = render_markdown(build_report(auditor.history, canaries=trained_lm.canaries))
     assert "## Privacy figures of the final audit" in markdown

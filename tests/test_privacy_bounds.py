@@ -1,4 +1,4 @@
-"""Tests for mia_guard.privacy: epsilon lower bounds, exposure, planning."""
+"""Tests for mia_guard.stats.privacy_bounds: epsilon lower bounds, exposure, planning."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from mia_guard import privacy as P
+from mia_guard.stats import privacy_bounds as P
 
 # ----------------------------------------------------------------- one-run p-value
 

@@ -6,12 +6,10 @@ import json
 
 import numpy as np
 import pytest
-
 from lira_synthetic import ar1_noise, random_split, token_stats
+
 from mia_guard import Auditor, CanarySet
-from mia_guard.audit_result import AuditHistory
-from mia_guard.demo_assets import byte_tokenizer
-from mia_guard.profile import (
+from mia_guard.analyses.profile import (
     leakage_profile,
     oriented_statistic,
     pairwise_correlation,
@@ -19,6 +17,8 @@ from mia_guard.profile import (
     profile_figure,
     profile_markdown,
 )
+from mia_guard.audit.result import AuditHistory
+from mia_guard.experiments.demo_assets import byte_tokenizer
 
 POSITIONS = 12
 
@@ -145,7 +145,7 @@ def _profiled_auditor(n: int = 200) -> Auditor:
 
 
 def test_report_files_include_the_final_profile(tmp_path):
-    from mia_guard.report import REPORT_FILES, write_report
+    from mia_guard.report.files import REPORT_FILES, write_report
 
     auditor = _profiled_auditor()
     paths = write_report(auditor.history, tmp_path, canaries=auditor.canaries)
@@ -160,7 +160,7 @@ def test_report_files_include_the_final_profile(tmp_path):
 def test_tensorboard_sink_writes_the_profile_image_and_table(tmp_path):
     from tensorboard.backend.event_processing import event_accumulator
 
-    from mia_guard.sinks import TensorBoardSink
+    from mia_guard.callbacks.sinks import TensorBoardSink
 
     auditor = _profiled_auditor()
     sink = TensorBoardSink(tmp_path, ["loss"], auditor.fprs, auditor.canaries.is_member)
@@ -176,7 +176,7 @@ def test_tensorboard_sink_writes_the_profile_image_and_table(tmp_path):
 
 
 def test_profile_analysis_steps_aside_when_canaries_are_too_few(tmp_path):
-    from mia_guard.report import write_report
+    from mia_guard.report.files import write_report
 
     canaries = CanarySet.generate(8, "code_credential", seed=9, split="half")
     auditor = Auditor(canaries, byte_tokenizer(), attacks=["loss"], reference="none", analyses=["profile"])

@@ -7,14 +7,14 @@ import math
 
 import numpy as np
 import pytest
+from audit_histories import ATTACKS, audited
 from matplotlib.image import imread
 
-from audit_histories import ATTACKS, audited
 from mia_guard import AuditHistory
 from mia_guard.cli import main
 from mia_guard.gate import ReleasePolicy, evaluate_result
-from mia_guard.metrics import AttackMetrics
-from mia_guard.report import REPORT_FILES, build_report, load_report, write_report
+from mia_guard.report.files import REPORT_FILES, build_report, load_report, write_report
+from mia_guard.stats.metrics import AttackMetrics
 
 STEPS = {0: 0.0, 100: 0.25, 200: 0.6}
 PRIVACY = {"epsilon_lb_one_run": {"value": 1.7, "confidence": 0.95, "attack": "loss"}, "exposure_max": 12.5}

@@ -8,14 +8,13 @@ import json
 
 import numpy as np
 import pytest
+from plain_loop_runs import train
+from trainer_runs import canaries, make_trainer
 from transformers import TrainerCallback
 
 from mia_guard import AuditHistory, CanarySet
 from mia_guard.callbacks import AuditLoop, MIAAuditCallback
-from mia_guard.demo_assets import byte_tokenizer, tiny_gpt2
-
-from plain_loop_runs import train
-from trainer_runs import canaries, make_trainer
+from mia_guard.experiments.demo_assets import byte_tokenizer, tiny_gpt2
 
 
 class SimulatedCrash(Exception):

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from mia_guard import CanarySet, score_tokens
-from mia_guard.demo_assets import byte_tokenizer, tiny_gpt2
-from mia_guard.encoding import encode_canaries
-from mia_guard.scoring import _chunk_statistics
-from mia_guard.token_stats import STAT_FIELDS
+from mia_guard.canaries.encoding import encode_canaries
+from mia_guard.experiments.demo_assets import byte_tokenizer, tiny_gpt2
+from mia_guard.scoring.forward import _chunk_statistics
+from mia_guard.scoring.token_stats import STAT_FIELDS
 
 
 @pytest.fixture(scope="module")

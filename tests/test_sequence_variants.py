@@ -16,8 +16,8 @@ from mia_guard import Auditor, CanarySet
 from mia_guard.attacks import AttackContext, get
 from mia_guard.attacks.sequence_lira import sequence_lira_scores
 from mia_guard.attacks.sequence_variants import key_means, token_keys
-from mia_guard.demo_assets import byte_tokenizer
-from mia_guard.encoding import encode_canaries
+from mia_guard.canaries.encoding import encode_canaries
+from mia_guard.experiments.demo_assets import byte_tokenizer
 
 N = 600
 SECRET = 12

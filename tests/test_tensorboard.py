@@ -7,11 +7,10 @@ import math
 
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
+from trainer_runs import canaries, make_trainer
 
 from mia_guard.callbacks import MIAAuditCallback
-from mia_guard.sinks import EVENT_FILE_SUFFIX, audit_scalars, custom_scalar_layout, fpr_label
-
-from trainer_runs import canaries, make_trainer
+from mia_guard.callbacks.sinks import EVENT_FILE_SUFFIX, audit_scalars, custom_scalar_layout, fpr_label
 
 
 def _load(directory):

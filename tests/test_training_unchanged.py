@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from mia_guard.callbacks import AuditLoop, MIAAuditCallback
-from mia_guard.demo_assets import byte_tokenizer, tiny_gpt2
-
 from plain_loop_runs import train
 from trainer_runs import canaries, make_trainer
+
+from mia_guard.callbacks import AuditLoop, MIAAuditCallback
+from mia_guard.experiments.demo_assets import byte_tokenizer, tiny_gpt2
 
 STEPS = 4
 

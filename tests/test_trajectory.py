@@ -7,14 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from lm_training import train_lm
 
 from mia_guard import Auditor, CanarySet, TokenStats
 from mia_guard.attacks import AttackContext, get
 from mia_guard.attacks.trajectory import FEATURES, select_audits, summary_features, trajectory_tensor
-from mia_guard.demo_assets import byte_tokenizer, stdlib_corpus, tiny_gpt2
-from mia_guard.metrics import roc_auc
-
-from lm_training import train_lm
+from mia_guard.experiments.demo_assets import byte_tokenizer, stdlib_corpus, tiny_gpt2
+from mia_guard.stats.metrics import roc_auc
 
 torch.set_num_threads(1)
 

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..token_stats import TokenStats
+from ..scoring.token_stats import TokenStats
 from .reference_free import min_k, min_k_plus_plus, zlib_ratio
 from .registry import AttackContext
 

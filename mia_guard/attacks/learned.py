@@ -12,7 +12,7 @@ of membership, higher = member. Two ways to get labelled training canaries:
   canaries a valid training set for the classifier.
 - **Shadow mode** (:func:`shadow_scores`, attack ``shadow_classifier``): the classifier
   is fitted on the canaries of one or more *earlier runs* whose membership is known
-  (their saved :class:`~mia_guard.audit_result.AuditHistory` files, i.e. shadow models
+  (their saved :class:`~mia_guard.audit.result.AuditHistory` files, i.e. shadow models
   in the sense of Shokri et al. 2017), and scores the target run's canaries without
   reading their labels. The shadow runs should be trained like the target (same
   architecture, data, canary template, steps), each with its own random split.
@@ -34,7 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..token_stats import TokenStats
+from ..scoring.token_stats import TokenStats
 from .crossfit import cross_fit
 from .features import CanaryFeatures, canary_features
 from .registry import AttackContext, register
@@ -251,7 +251,7 @@ def load_shadow_runs(paths: Sequence[str | os.PathLike], step: int | None = None
         paths: one file per earlier run (written by ``AuditHistory.save`` with statistics).
         step: the audit to train on (its training step); ``None`` takes each run's last audit.
     """
-    from ..audit_result import AuditHistory
+    from ..audit.result import AuditHistory
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_ndtr
 
-from ..token_stats import TokenStats
+from ..scoring.token_stats import TokenStats
 from .covariance import RELATIVE_VARIANCE_FLOOR
 from .crossfit import cross_fit
 from .registry import AttackContext, register

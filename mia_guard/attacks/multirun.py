@@ -40,7 +40,7 @@ from typing import Sequence
 import numpy as np
 from scipy.special import log_ndtr
 
-from ..token_stats import TokenStats
+from ..scoring.token_stats import TokenStats
 from .covariance import (
     FULL_ROW_ESTIMATORS,
     RELATIVE_VARIANCE_FLOOR,

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..token_stats import TokenStats
+from ..scoring.token_stats import TokenStats
 
 #: Requirements an attack may declare; the Auditor skips (and reports) attacks whose needs are unmet.
 NEEDS = frozenset({"reference", "history", "texts"})

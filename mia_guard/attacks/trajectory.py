@@ -8,7 +8,7 @@ so two canaries with the same final loss can still be told apart by how they got
 scored every canary at each earlier audit, so no distilled snapshot models are needed.
 
 Per-audit features (:data:`FEATURES`), each a per-canary number from that audit's
-:class:`~mia_guard.token_stats.TokenStats`:
+:class:`~mia_guard.scoring.token_stats.TokenStats`:
 
 ========================  ====================================================
 ``nll``                   mean token NLL
@@ -46,7 +46,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..token_stats import TokenStats
+from ..scoring.token_stats import TokenStats
 from .crossfit import cross_fit, stratified_folds
 from .reference_free import min_k, min_k_plus_plus
 from .registry import AttackContext, register

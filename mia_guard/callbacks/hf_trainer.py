@@ -55,8 +55,8 @@ from typing import Any, Mapping, Sequence
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from ..audit import DEFAULT_ATTACKS, DEFAULT_FPRS, Auditor
-from ..canaries import CanarySet
+from ..audit.auditor import DEFAULT_ATTACKS, DEFAULT_FPRS, Auditor
+from ..canaries.canary_set import CanarySet
 from .session import AuditSession, load_policy, resolve_audit_inputs
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
         audit_on_evaluate: audit after every evaluation.
         audit_on_train_end: audit the final model.
         attacks, attack_params, fprs, confidence, batch_size: passed to the
-            :class:`~mia_guard.audit.Auditor`.
+            :class:`~mia_guard.audit.auditor.Auditor`.
         output_dir: directory for the audit files; default ``<args.output_dir>/mia``.
         policy: a ``mia_guard.gate.ReleasePolicy``, its dict, or the path of its TOML
             file; checked after every audit.
@@ -141,7 +141,7 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
     # ------------------------------------------------------------------ public views
     @property
     def history(self):
-        """The run's :class:`~mia_guard.audit_result.AuditHistory` (``None`` before training starts)."""
+        """The run's :class:`~mia_guard.audit.result.AuditHistory` (``None`` before training starts)."""
         return self.auditor.history if self.auditor is not None else None
 
     @property

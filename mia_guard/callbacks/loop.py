@@ -32,10 +32,10 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .. import distributed
-from ..audit import DEFAULT_ATTACKS, DEFAULT_FPRS, Auditor
-from ..audit_result import AuditHistory, AuditResult
-from ..canaries import CanarySet
+from ..audit.auditor import DEFAULT_ATTACKS, DEFAULT_FPRS, Auditor
+from ..audit.result import AuditHistory, AuditResult
+from ..canaries.canary_set import CanarySet
+from ..scoring import distributed
 from .session import AuditSession, load_policy, resolve_audit_inputs
 
 
@@ -56,7 +56,7 @@ class AuditLoop:
             reference for calibrated attacks; leave it on for them).
         audit_at_end: :meth:`finish` audits the final model (unless that step was just audited).
         attacks, attack_params, fprs, confidence, batch_size: passed to the
-            :class:`~mia_guard.audit.Auditor`.
+            :class:`~mia_guard.audit.auditor.Auditor`.
         policy: a ``mia_guard.gate.ReleasePolicy``, its dict, or the path of its TOML
             file; checked after every audit.
         stop_on_blocked: :meth:`step` returns ``True`` once the verdict is ``blocked``.

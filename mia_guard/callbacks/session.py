@@ -16,8 +16,8 @@ In a distributed run (``torch.distributed`` initialized with more than one proce
 when the session is built) every process scores its shard of the canaries, rank 0
 gathers the statistics and evaluates, and the result and gate decision are broadcast so
 every process records the same figures and takes the same decision
-(:mod:`mia_guard.distributed`). Only the process with ``is_main=True`` (rank 0) opens
-files. Faults (:mod:`mia_guard.faults`): scoring that runs out of memory is retried at
+(:mod:`mia_guard.scoring.distributed`). Only the process with ``is_main=True`` (rank 0) opens
+files. Faults (:mod:`mia_guard.scoring.faults`): scoring that runs out of memory is retried at
 half the batch size (the audit notes it; an audit that fails even one canary at a time is
 skipped and logged, training goes on), and unwritable output directories are reported
 when the session is built.
@@ -36,12 +36,12 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import torch
 
-from .. import distributed
-from ..audit import Auditor
-from ..audit_result import AuditHistory, AuditResult
-from ..faults import AuditOutOfMemoryError, OutputDirectoryError, check_writable, retry_on_oom
-from ..sinks import JsonlSink, TensorBoardSink
-from ..token_stats import TokenStats
+from ..audit.auditor import Auditor
+from ..audit.result import AuditHistory, AuditResult
+from ..scoring import distributed
+from ..scoring.faults import AuditOutOfMemoryError, OutputDirectoryError, check_writable, retry_on_oom
+from ..scoring.token_stats import TokenStats
+from .sinks import JsonlSink, TensorBoardSink
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def resolve_audit_inputs(
 ) -> Any:
     """Validate the options a callback or loop takes; returns the CanarySet (loaded if a path),
     or ``None`` when an ``auditor`` is given instead. ``owner`` names the caller in errors."""
-    from ..canaries import CanarySet
+    from ..canaries.canary_set import CanarySet
 
     if auditor is None and canaries is None:
         raise ValueError(f"{owner} needs the canaries (a CanarySet or a canary file) or an auditor")
@@ -322,7 +322,7 @@ class AuditSession:
         if self.is_main and last is not None:
             if self.tensorboard is not None:
                 self.tensorboard.write_roc(self.history)
-            from ..report import write_report
+            from ..report.files import write_report
 
             paths = write_report(
                 self.history,

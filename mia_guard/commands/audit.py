@@ -32,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..audit import DEFAULT_ATTACKS, DEFAULT_FPRS, Auditor
-    from ..canaries import CanarySet
+    from ..audit.auditor import DEFAULT_ATTACKS, DEFAULT_FPRS, Auditor
+    from ..canaries.canary_set import CanarySet
 
     canaries = CanarySet.load(args.canaries)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -13,8 +13,8 @@ def _names(text: str) -> list[str]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..compare import DEFAULT_DEFENSES
-    from ..compare_defenses import OUTPUT_SETTINGS
+    from ..experiments.compare import DEFAULT_DEFENSES
+    from ..experiments.compare_defenses import OUTPUT_SETTINGS
 
     parser = subparsers.add_parser(
         "compare",
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..compare import CompareConfig, run_comparison
+    from ..experiments.compare import CompareConfig, run_comparison
 
     try:
         config = CompareConfig(

@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import DemoConfig, run_demo
+    from ..experiments.demo import DemoConfig, run_demo
 
     try:
         config = DemoConfig(n_layer=args.n_layer, n_embd=args.n_embd, **training_config_kwargs(args))

@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..gate import ReleasePolicy, evaluate_report
-    from ..report_schema import load_report  # not ..report: the gate must not import torch
+    from ..report.schema import load_report  # not ..report: the gate must not import torch
 
     policy = ReleasePolicy.from_toml(args.policy)
     decision = evaluate_report(policy, load_report(args.report))

@@ -74,8 +74,8 @@ class RunAudit:
 
 def run(args: argparse.Namespace) -> int:
     from .._io import atomic_write_json
-    from ..audit_result import AuditResult
-    from ..metrics import mean_with_ci, summarize_attack
+    from ..audit.result import AuditResult
+    from ..stats.metrics import mean_with_ci, summarize_attack
 
     if not args.references:
         raise InputError(
@@ -181,8 +181,8 @@ def _canary_paths(directories: Sequence[Path], explicit: Sequence[Path] | None) 
 
 
 def _load_run(directory: Path, canary_path: Path, step: int | None) -> RunAudit:
-    from ..audit_result import AuditHistory
-    from ..canaries import CanarySet
+    from ..audit.result import AuditHistory
+    from ..canaries.canary_set import CanarySet
 
     history_path = directory / HISTORY_FILE
     if not history_path.is_file():

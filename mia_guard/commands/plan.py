@@ -97,7 +97,7 @@ def make_plan(
     """
     from scipy import stats
 
-    from ..privacy import (
+    from ..stats.privacy_bounds import (
         canaries_needed_for_epsilon,
         min_resolvable_fpr,
         nonmembers_needed,

@@ -33,10 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..audit_result import AuditHistory
-    from ..canaries import CanarySet
+    from ..audit.result import AuditHistory
+    from ..canaries.canary_set import CanarySet
     from ..gate import ReleasePolicy, evaluate_result
-    from ..report import write_report
+    from ..report.files import write_report
 
     directory: Path = args.directory
     history_path = directory / HISTORY_FILE
@@ -75,7 +75,7 @@ def _read_run_info(path: Path) -> dict:
 
 def _previous_run_info(report_path: Path) -> dict | None:
     """The run information of the report being replaced (the training run wrote it), if readable."""
-    from ..report_schema import load_report
+    from ..report.schema import load_report
 
     if not report_path.is_file():
         return None

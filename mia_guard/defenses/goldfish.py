@@ -145,13 +145,13 @@ def goldfish_supervised_mask(
 
 
 def goldfish_scored_mask(encoded: Any, k: int = 4, h: int = 13, key: int = 0) -> torch.Tensor:
-    """Bool ``[N, T]`` goldfish mask in the layout of :class:`~mia_guard.token_stats.TokenStats`.
+    """Bool ``[N, T]`` goldfish mask in the layout of :class:`~mia_guard.scoring.token_stats.TokenStats`.
 
-    ``encoded`` is a :class:`~mia_guard.encoding.EncodedCanaries` (``input_ids`` lists and
+    ``encoded`` is a :class:`~mia_guard.canaries.encoding.EncodedCanaries` (``input_ids`` lists and
     scored ranges ``start``/``end``). Row ``i``, column ``j`` is ``True`` when scored
     token ``start[i] + j`` of canary ``i`` was supervised in training, ``False`` when
     goldfish dropped it or the column is padding; ``T = max(end - start)``, as in the
-    statistics that :func:`~mia_guard.scoring.score_tokens` returns. Combine it with
+    statistics that :func:`~mia_guard.scoring.forward.score_tokens` returns. Combine it with
     ``stats.mask`` to compare attack statistics on supervised and dropped tokens.
     Assumes each canary started its training example (see :func:`goldfish_supervised_mask`).
     """

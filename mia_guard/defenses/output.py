@@ -70,7 +70,7 @@ class PerturbedOutputModel(nn.Module):
     Args:
         model: a HF causal LM (called with keywords), or any callable
             ``model(input_ids, attention_mask)`` (``model(input_ids)`` when there is no
-            mask; the convention of :func:`mia_guard.scoring.score_tokens`) returning
+            mask; the convention of :func:`mia_guard.scoring.forward.score_tokens`) returning
             logits ``[B, T, V]`` (a tensor, an object with ``.logits``, or a tuple
             starting with them). An ``nn.Module`` becomes a submodule, so
             ``eval()``/``train()``/``.to()`` reach it.

@@ -24,10 +24,10 @@ import torch.distributed as dist  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict  # noqa: E402
 from torch.distributed.fsdp import fully_shard  # noqa: E402
+from trainer_runs import canaries, training_rows  # noqa: E402
 
 from mia_guard.callbacks import AuditLoop  # noqa: E402
-from mia_guard.demo_assets import CausalLMCollator, byte_tokenizer, tiny_gpt2  # noqa: E402
-from trainer_runs import canaries, training_rows  # noqa: E402
+from mia_guard.experiments.demo_assets import CausalLMCollator, byte_tokenizer, tiny_gpt2  # noqa: E402
 
 STEPS, EVERY = 4, 2
 

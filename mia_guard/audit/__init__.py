@@ -1,0 +1,22 @@
+"""The audit: :class:`Auditor` (score once, run every attack and analysis),
+:class:`AuditResult` and :class:`AuditHistory` (the leakage curve), prefix sensitivity
+(docs/architecture.md)."""
+
+from __future__ import annotations
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "Auditor": "mia_guard.audit.auditor",
+    "AnalysisInput": "mia_guard.audit.auditor",
+    "register_analysis": "mia_guard.audit.auditor",
+    "DEFAULT_ATTACKS": "mia_guard.audit.auditor",
+    "DEFAULT_FPRS": "mia_guard.audit.auditor",
+    "AuditResult": "mia_guard.audit.result",
+    "AuditHistory": "mia_guard.audit.result",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

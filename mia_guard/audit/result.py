@@ -1,0 +1,214 @@
+"""AuditResult (one audit) and AuditHistory (the leakage curve), JSON-able and schema-versioned."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .._io import atomic_write_json, check_format, decode_array, encode_array, read_json
+from ..scoring.token_stats import TokenStats
+from ..stats.metrics import AttackMetrics, Estimate
+
+HISTORY_FORMAT = "mia_guard.history"
+HISTORY_SCHEMA_VERSION = 1
+
+
+@dataclass
+class AuditResult:
+    """Everything one audit measured.
+
+    Attributes:
+        step: training step (optimizer steps) of the audited model.
+        metrics: per attack, AUC / TPR@FPR / advantage with intervals.
+        scores: per attack, one score per canary ``[N]`` (higher = member; NaN for
+            canaries left out because their statistics were not finite).
+        member_nll, nonmember_nll: mean per-canary NLL of members / non-members with a CI.
+        skipped: attacks that could not run, with the reason.
+        notes: warnings raised during the audit, in words.
+        invalid_canaries: indices of canaries with non-finite statistics.
+        seconds: wall time of the stages (``scoring``, ``attacks``).
+        stats: the TokenStats the attacks read (kept for trajectory / multi-run attacks).
+        extras: further figure groups (e.g. ``"privacy"``), JSON-able dicts.
+    """
+
+    step: int
+    metrics: dict[str, AttackMetrics]
+    scores: dict[str, np.ndarray]
+    member_nll: Estimate
+    nonmember_nll: Estimate
+    skipped: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    invalid_canaries: list[int] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    stats: TokenStats | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    timestamp: float = field(default_factory=time.time)
+
+    def best_attack(self) -> str | None:
+        """The attack with the highest AUC point estimate (``None`` if no attack ran)."""
+        if not self.metrics:
+            return None
+        return max(self.metrics, key=lambda name: self.metrics[name].auc.value)
+
+    def table(self) -> str:
+        """A fixed-width text table: per attack AUC and TPR at each FPR with intervals, advantage."""
+        fprs = sorted({f for m in self.metrics.values() for f in m.tpr_at_fpr})
+        header = ["attack", "AUC"] + [f"TPR@{_pct(f)}FPR" for f in fprs] + ["advantage"]
+        rows = [header]
+        unresolved: dict[float, str] = {}
+        for name, m in self.metrics.items():
+            cells = []
+            for f in fprs:
+                est = m.tpr_at_fpr[f]
+                cells.append(str(est) if est.resolvable else "n/a")
+                if not est.resolvable:
+                    unresolved[f] = est.note
+            rows.append([name, str(m.auc)] + cells + [str(m.advantage)])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines = [f"step {self.step}: member loss {self.member_nll}, non-member loss {self.nonmember_nll}"]
+        for i, row in enumerate(rows):
+            lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+            if i == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        if self.metrics:
+            level = next(iter(self.metrics.values())).auc.confidence
+            lines.append(f"[low, high] = {level:.0%} intervals")
+        lines += [f"n/a at {_pct(f)} FPR: {note}" for f, note in unresolved.items()]
+        lines += [f"skipped {name}: {why}" for name, why in self.skipped.items()]
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+    def to_dict(self, include_stats: bool = True) -> dict:
+        return {
+            "step": self.step,
+            "timestamp": self.timestamp,
+            "metrics": {k: m.to_dict() for k, m in self.metrics.items()},
+            "scores": {k: encode_array(v.astype(np.float64)) for k, v in self.scores.items()},
+            "member_nll": self.member_nll.to_dict(),
+            "nonmember_nll": self.nonmember_nll.to_dict(),
+            "skipped": self.skipped,
+            "notes": self.notes,
+            "invalid_canaries": self.invalid_canaries,
+            "seconds": self.seconds,
+            "extras": self.extras,
+            "stats": self.stats.to_dict() if (include_stats and self.stats is not None) else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AuditResult":
+        return cls(
+            step=int(data["step"]),
+            timestamp=float(data["timestamp"]),
+            metrics={k: AttackMetrics.from_dict(v) for k, v in data["metrics"].items()},
+            scores={k: decode_array(v) for k, v in data["scores"].items()},
+            member_nll=Estimate.from_dict(data["member_nll"]),
+            nonmember_nll=Estimate.from_dict(data["nonmember_nll"]),
+            skipped=dict(data["skipped"]),
+            notes=list(data["notes"]),
+            invalid_canaries=list(data["invalid_canaries"]),
+            seconds=dict(data["seconds"]),
+            extras=dict(data.get("extras") or {}),
+            stats=TokenStats.from_dict(data["stats"]) if data.get("stats") else None,
+        )
+
+
+class AuditHistory:
+    """The ordered list of audits of one training run (the leakage curve)."""
+
+    def __init__(
+        self,
+        canary_hash: str,
+        is_member: np.ndarray,
+        fprs: Sequence[float],
+        confidence: float,
+        results: Sequence[AuditResult] = (),
+    ) -> None:
+        self.canary_hash = canary_hash
+        self.is_member = np.asarray(is_member, dtype=bool)
+        self.fprs = tuple(fprs)
+        self.confidence = confidence
+        self.results: list[AuditResult] = list(results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self):
+        return iter(self.results)
+
+    @property
+    def last(self) -> AuditResult | None:
+        return self.results[-1] if self.results else None
+
+    @property
+    def steps(self) -> list[int]:
+        return [r.step for r in self.results]
+
+    def append(self, result: AuditResult) -> None:
+        if self.results and result.step < self.results[-1].step:
+            raise ValueError(
+                f"audit at step {result.step} is earlier than the last recorded step {self.results[-1].step}; "
+                "use truncate_after(step) when resuming from an earlier checkpoint"
+            )
+        self.results.append(result)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop audits later than ``step`` (resuming from a checkpoint at ``step``)."""
+        self.results = [r for r in self.results if r.step <= step]
+
+    def curve(self, attack: str, metric: str = "auc", fpr: float | None = None) -> dict[str, np.ndarray]:
+        """``{"step", "value", "low", "high"}`` arrays of one metric over the audits that ran ``attack``.
+
+        ``metric`` is ``"auc"``, ``"advantage"`` or ``"tpr"`` (then give ``fpr``).
+        """
+        rows = []
+        for r in self.results:
+            m = r.metrics.get(attack)
+            if m is None:
+                continue
+            est = m.tpr_at_fpr[fpr] if metric == "tpr" else getattr(m, metric)
+            rows.append((r.step, est.value, est.low, est.high))
+        arr = np.array(rows, dtype=np.float64).reshape(-1, 4)
+        return {"step": arr[:, 0], "value": arr[:, 1], "low": arr[:, 2], "high": arr[:, 3]}
+
+    # ------------------------------------------------------------------ files
+    def to_dict(self, include_stats: bool = True) -> dict:
+        return {
+            "format": HISTORY_FORMAT,
+            "schema_version": HISTORY_SCHEMA_VERSION,
+            "canary_hash": self.canary_hash,
+            "is_member": encode_array(self.is_member),
+            "fprs": list(self.fprs),
+            "confidence": self.confidence,
+            "results": [r.to_dict(include_stats) for r in self.results],
+        }
+
+    def save(self, path: str | os.PathLike, include_stats: bool = True) -> Path:
+        """Write the history as schema-versioned JSON, atomically."""
+        return atomic_write_json(path, self.to_dict(include_stats))
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "history") -> "AuditHistory":
+        check_format(data, fmt=HISTORY_FORMAT, version=HISTORY_SCHEMA_VERSION, what="audit history", source=source)
+        try:
+            return cls(
+                data["canary_hash"],
+                decode_array(data["is_member"]),
+                data["fprs"],
+                data["confidence"],
+                [AuditResult.from_dict(r) for r in data["results"]],
+            )
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{source} is malformed ({err!r})") from err
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "AuditHistory":
+        return cls.from_dict(read_json(path, "audit history"), source=str(path))
+
+
+def _pct(fpr: float) -> str:
+    return f"{fpr * 100:g}%"

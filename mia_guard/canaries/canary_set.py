@@ -1,0 +1,286 @@
+"""CanarySet: canaries, their seeded membership split, insertion into data, and files.
+
+Three kinds of canaries:
+
+- ``templated``: random secrets in a :class:`~mia_guard.canaries.templates.CanaryTemplate`
+  (:meth:`CanarySet.generate`); the secret's tokens are the scored positions.
+- ``texts``: in-distribution samples, e.g. held-out documents (:meth:`CanarySet.from_texts`).
+- ``tokens``: token-id sequences with no text, e.g. image tokens (:meth:`CanarySet.from_token_ids`).
+
+Membership (``is_member``, bool ``[N]``, ``True`` = inserted into training) is drawn
+from the seed: by default an independent fair coin per canary, which the one-run ε
+lower bound (Steinke et al. 2023) requires; ``split="half"`` draws an exact half.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .._io import atomic_write_json, check_format, read_json
+from .templates import CanaryTemplate, resolve_template
+
+FORMAT = "mia_guard.canaries"
+FORMAT_VERSION = 1
+SPLITS = ("coin", "half")
+
+
+@dataclass(frozen=True)
+class Canary:
+    """One canary. ``text`` is ``None`` for token-only canaries.
+
+    Attributes:
+        text: the full canary text.
+        token_ids: the canary's token ids (token-only canaries), else ``None``.
+        secret: the secret string (templated canaries), else ``None``.
+        secret_span: ``(start, end)`` character offsets of the secret in ``text``.
+    """
+
+    text: str | None = None
+    token_ids: tuple[int, ...] | None = None
+    secret: str | None = None
+    secret_span: tuple[int, int] | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "token_ids": list(self.token_ids) if self.token_ids is not None else None,
+            "secret": self.secret,
+            "secret_span": list(self.secret_span) if self.secret_span is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Canary":
+        return cls(
+            text=data["text"],
+            token_ids=tuple(data["token_ids"]) if data["token_ids"] is not None else None,
+            secret=data["secret"],
+            secret_span=tuple(data["secret_span"]) if data["secret_span"] is not None else None,
+        )
+
+
+def draw_membership(n: int, seed: int, split: str = "coin") -> np.ndarray:
+    """Bool ``[n]`` membership from ``seed``: fair coins (``"coin"``) or an exact half (``"half"``)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    rng = np.random.default_rng([seed, 1])
+    if split == "coin":
+        return rng.random(n) < 0.5
+    is_member = np.zeros(n, dtype=bool)
+    is_member[rng.permutation(n)[: n // 2]] = True
+    return is_member
+
+
+class CanarySet:
+    """An ordered set of canaries with a membership split. Immutable after construction."""
+
+    def __init__(
+        self,
+        canaries: Sequence[Canary],
+        is_member: np.ndarray,
+        *,
+        kind: str,
+        seed: int,
+        split: str,
+        template: CanaryTemplate | None = None,
+    ) -> None:
+        if len(canaries) == 0:
+            raise ValueError("a CanarySet needs at least one canary")
+        is_member = np.asarray(is_member, dtype=bool)
+        if is_member.shape != (len(canaries),):
+            raise ValueError(f"is_member has shape {is_member.shape}, expected ({len(canaries)},)")
+        self.canaries = tuple(canaries)
+        self.is_member = is_member
+        self.is_member.setflags(write=False)
+        self.kind = kind
+        self.seed = seed
+        self.split = split
+        self.template = template
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def generate(
+        cls, n: int, template: str | CanaryTemplate = "code_credential", seed: int = 0, split: str = "coin"
+    ) -> "CanarySet":
+        """``n`` canaries with distinct random secrets in ``template`` (a built-in name or a
+        :class:`CanaryTemplate`); membership from ``seed``."""
+        template = resolve_template(template)
+        if n < 2:
+            raise ValueError(f"generate needs n >= 2 canaries (members and non-members), got {n}")
+        if n > template.secret_space_size // 2:
+            raise ValueError(
+                f"{n} canaries do not fit template {template.name!r}: only {template.secret_space_size} secrets exist; "
+                "use fewer canaries or a longer secret"
+            )
+        rng = np.random.default_rng([seed, 0])
+        secrets: list[str] = []
+        seen: set[str] = set()
+        while len(secrets) < n:
+            secret = template.sample_secret(rng)
+            if secret not in seen:
+                seen.add(secret)
+                secrets.append(secret)
+        start = len(template.prefix)
+        canaries = [
+            Canary(text=template.render(s), secret=s, secret_span=(start, start + len(s))) for s in secrets
+        ]
+        return cls(canaries, draw_membership(n, seed, split), kind="templated", seed=seed, split=split, template=template)
+
+    @classmethod
+    def from_texts(cls, texts: Sequence[str], seed: int = 0, split: str = "coin") -> "CanarySet":
+        """In-distribution canaries (e.g. held-out documents); every token after the first is scored."""
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text:
+                raise ValueError(f"canary text {i} is empty or not a string; every canary needs some text")
+        if len(set(texts)) != len(texts):
+            raise ValueError("canary texts contain duplicates; membership of a duplicated text is ambiguous")
+        return cls(
+            [Canary(text=t) for t in texts], draw_membership(len(texts), seed, split), kind="texts", seed=seed, split=split
+        )
+
+    @classmethod
+    def from_token_ids(cls, sequences: Sequence[Sequence[int]], seed: int = 0, split: str = "coin") -> "CanarySet":
+        """Token-only canaries (e.g. image tokens); scored from the second token on."""
+        canaries = []
+        for i, seq in enumerate(sequences):
+            ids = tuple(int(t) for t in seq)
+            if len(ids) < 2:
+                raise ValueError(f"canary {i} has {len(ids)} tokens; at least 2 are needed (the first has no context)")
+            if min(ids) < 0:
+                raise ValueError(f"canary {i} has a negative token id")
+            canaries.append(Canary(token_ids=ids))
+        if len({c.token_ids for c in canaries}) != len(canaries):
+            raise ValueError("canary token sequences contain duplicates; membership of a duplicate is ambiguous")
+        return cls(canaries, draw_membership(len(canaries), seed, split), kind="tokens", seed=seed, split=split)
+
+    @classmethod
+    def from_images(
+        cls,
+        images: Any,
+        levels: int = 16,
+        seed: int = 0,
+        split: str = "coin",
+        *,
+        value_range: tuple[float, float] | None = None,
+        bos: bool = True,
+    ) -> "CanarySet":
+        """Token canaries of images ``[N, H, W]`` / ``[N, H, W, C]`` for autoregressive image models:
+        pixels quantized to ``levels`` grey levels over ``value_range``, raster order, a BOS token
+        ``levels`` first if ``bos``. See :mod:`mia_guard.canaries.images` (vocabulary, decoding, figures)."""
+        from .images import canaries_from_images
+
+        return canaries_from_images(images, levels, seed, split, value_range, bos)
+
+    # ------------------------------------------------------------------ views
+    def __len__(self) -> int:
+        return len(self.canaries)
+
+    def __getitem__(self, index: int) -> Canary:
+        return self.canaries[index]
+
+    @property
+    def texts(self) -> list[str] | None:
+        """The canary texts, or ``None`` for token-only canaries."""
+        return None if self.kind == "tokens" else [c.text for c in self.canaries]
+
+    @property
+    def members(self) -> list[Canary]:
+        return [c for c, m in zip(self.canaries, self.is_member) if m]
+
+    @property
+    def non_members(self) -> list[Canary]:
+        return [c for c, m in zip(self.canaries, self.is_member) if not m]
+
+    @property
+    def secret_space_size(self) -> int | None:
+        return self.template.secret_space_size if self.template is not None else None
+
+    def with_membership(self, is_member: np.ndarray) -> "CanarySet":
+        """The same canaries with another split (e.g. for multi-run LiRA reference runs)."""
+        return CanarySet(
+            self.canaries, is_member, kind=self.kind, seed=self.seed, split="custom", template=self.template
+        )
+
+    def __repr__(self) -> str:
+        name = f", template={self.template.name!r}" if self.template else ""
+        return f"CanarySet(n={len(self)}, members={int(self.is_member.sum())}, kind={self.kind!r}{name}, seed={self.seed})"
+
+    # ------------------------------------------------------------------ insertion
+    def insert_into(self, data: Any, repetitions: int = 1, seed: int | None = None, **options: Any) -> Any:
+        """Insert every member ``repetitions`` times at random positions of ``data``.
+
+        See :func:`mia_guard.canaries.insertion.insert_canaries` for the supported data types
+        (list of strings / token sequences / dicts, ``datasets.Dataset``, torch ``Dataset``)
+        and ``options`` (``tokenizer``, ``text_field``).
+        """
+        from .insertion import insert_canaries
+
+        return insert_canaries(self, data, repetitions=repetitions, seed=self.seed if seed is None else seed, **options)
+
+    # ------------------------------------------------------------------ files
+    def _content(self) -> dict:
+        return {
+            "kind": self.kind,
+            "seed": self.seed,
+            "split": self.split,
+            "template": self.template.to_dict() if self.template else None,
+            "canaries": [c.to_dict() for c in self.canaries],
+            "is_member": [bool(m) for m in self.is_member],
+        }
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 of the canonical JSON of the canaries and split (identifies the set)."""
+        canonical = json.dumps(self._content(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the set as JSON (atomically) with its content hash."""
+        return atomic_write_json(
+            path, {"format": FORMAT, "version": FORMAT_VERSION, "sha256": self.content_hash, **self._content()}
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "CanarySet":
+        """Read a file written by :meth:`save`; refuses edited or corrupt files."""
+        path = Path(path)
+        data = read_json(path, "canary file")
+        check_format(data, fmt=FORMAT, version=FORMAT_VERSION, what="canary file", source=path, version_key="version")
+        try:
+            template = CanaryTemplate.from_dict(data["template"]) if data["template"] else None
+            loaded = cls(
+                [Canary.from_dict(c) for c in data["canaries"]],
+                np.array(data["is_member"], dtype=bool),
+                kind=data["kind"],
+                seed=data["seed"],
+                split=data["split"],
+                template=template,
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"canary file {path} is malformed ({err!r}); regenerate it") from err
+        if loaded.content_hash != data.get("sha256"):
+            raise ValueError(
+                f"canary file {path} does not match its content hash: it was edited or corrupted. "
+                "Canaries must be exactly those used in training; restore the original file."
+            )
+        return loaded
+
+
+def check_not_present(canaries: CanarySet, haystack: str, what: str) -> None:
+    """Warn when canary texts already occur in ``haystack`` (the joined training data)."""
+    found = [i for i, c in enumerate(canaries.canaries) if c.text is not None and c.text in haystack]
+    if found:
+        warnings.warn(
+            f"{len(found)} canaries already occur in the {what} before insertion (first: index {found[0]}); "
+            "their membership labels are wrong. Use fresh canaries (another seed or template).",
+            UserWarning,
+            stacklevel=3,
+        )

@@ -1,0 +1,262 @@
+"""Image canaries for autoregressive image generators, and the figures that suit them.
+
+An autoregressive image model (ImageGPT-style, or a GPT-2 over pixel tokens) reads an
+image as a sequence of discrete tokens. Here each pixel value is quantized to one of
+``levels`` grey levels and the image is read in raster order (row by row; channels of
+a pixel next to each other for ``[N, H, W, C]`` arrays):
+
+- token ``k`` (``0 <= k < levels``) is grey level ``k``;
+- with ``bos=True`` every sequence starts with a BOS token ``levels``, so the first pixel
+  is predicted from BOS and every pixel is scored (the scorer never scores the first
+  token of a sequence); the vocabulary then has ``levels + 1`` tokens.
+
+Level ``k`` covers values ``[lo + k*w, lo + (k+1)*w)`` of ``value_range = (lo, hi)``
+with ``w = (hi - lo) / levels`` (``hi`` itself is in the top level); decoding returns the
+bin centres, so quantize -> decode -> quantize is the identity on levels.
+
+Scoring needs nothing image-specific: :func:`~mia_guard.scoring.forward.score_tokens` works on
+token canaries without a tokenizer. :func:`image_figures` turns the token statistics into
+the figures image-model people read (bits per dimension for members and non-members,
+their gap, and a per-pixel map); it is registered as the Auditor analysis ``"image"``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from ..audit.auditor import AnalysisInput, register_analysis
+from ..scoring.token_stats import TokenStats
+from ..stats.metrics import Estimate, mean_with_ci
+from .canary_set import CanarySet
+
+LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class ImageVocab:
+    """Token ids of quantized images: grey levels ``0..levels-1``, then BOS (``levels``) if ``bos``."""
+
+    levels: int = 16
+    bos: bool = True
+
+    def __post_init__(self) -> None:
+        _check_levels(self.levels)
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids a model needs (its embedding/output size)."""
+        return int(self.levels) + int(self.bos)
+
+    @property
+    def bos_id(self) -> int | None:
+        return int(self.levels) if self.bos else None
+
+    def encode(self, quantized: np.ndarray) -> list[list[int]]:
+        """Token sequences from quantized images ``[N, ...]`` (raster order, BOS first if ``bos``)."""
+        flat = np.asarray(quantized).reshape(len(quantized), -1)
+        if flat.size and (flat.min() < 0 or flat.max() >= self.levels):
+            raise ValueError(
+                f"quantized pixel values must be in [0, {self.levels - 1}], got [{flat.min()}, {flat.max()}]"
+            )
+        prefix = [self.bos_id] if self.bos else []
+        return [prefix + row.tolist() for row in flat.astype(np.int64)]
+
+    def decode(self, tokens: Sequence[Sequence[int]], shape: Sequence[int]) -> np.ndarray:
+        """Quantized images ``[N, *shape]`` (int64 levels) from token sequences made by :meth:`encode`."""
+        size = int(np.prod(shape))
+        out = np.empty((len(tokens), size), dtype=np.int64)
+        for i, seq in enumerate(tokens):
+            seq = [int(t) for t in seq]
+            if self.bos:
+                if not seq or seq[0] != self.bos_id:
+                    raise ValueError(
+                        f"sequence {i} does not start with the BOS token {self.bos_id}; pass bos=False if it has none"
+                    )
+                seq = seq[1:]
+            if len(seq) != size:
+                raise ValueError(
+                    f"sequence {i} has {len(seq)} pixel tokens, an image of shape {tuple(shape)} needs {size}"
+                )
+            pixels = np.asarray(seq, dtype=np.int64)
+            if pixels.min() < 0 or pixels.max() >= self.levels:
+                raise ValueError(
+                    f"sequence {i} holds token ids outside the {self.levels} grey levels (BOS inside the image, or a "
+                    "different vocabulary)"
+                )
+            out[i] = pixels
+        return out.reshape(len(tokens), *shape)
+
+
+# ---------------------------------------------------------------------------- quantization
+def _check_levels(levels: int) -> None:
+    if not isinstance(levels, (int, np.integer)) or levels < 2:
+        raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
+
+
+def _check_range(value_range: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = (float(v) for v in value_range)
+    if not hi > lo:
+        raise ValueError(f"value_range must be (low, high) with high > low, got {value_range}")
+    return lo, hi
+
+
+def _resolve_range(images: np.ndarray, value_range: tuple[float, float] | None) -> tuple[float, float]:
+    if value_range is not None:
+        return _check_range(value_range)
+    if images.dtype == np.uint8:
+        return 0.0, 255.0
+    if images.size and (images.min() < 0.0 or images.max() > 1.0):
+        raise ValueError(
+            f"images hold values in [{images.min()}, {images.max()}], not uint8 or [0, 1]; "
+            "pass value_range=(low, high), e.g. (0, 16) for scikit-learn's digits"
+        )
+    return 0.0, 1.0
+
+
+def quantize_images(
+    images: np.ndarray, levels: int = 16, value_range: tuple[float, float] | None = None
+) -> np.ndarray:
+    """Grey levels ``0..levels-1`` (int64, same shape as ``images``) of pixel values.
+
+    Args:
+        images: ``[N, H, W]`` or ``[N, H, W, C]`` numbers.
+        levels: number of grey levels.
+        value_range: ``(low, high)`` of the pixel scale; default ``(0, 255)`` for uint8 and
+            ``(0, 1)`` otherwise. Training images and canaries must share it.
+
+    Raises:
+        ValueError: values outside ``value_range`` or not finite.
+    """
+    _check_levels(levels)
+    images = np.asarray(images)
+    if images.ndim < 2:
+        raise ValueError(f"images must be an array [N, H, W] or [N, H, W, C], got shape {images.shape}")
+    lo, hi = _resolve_range(images, value_range)
+    values = images.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError("images contain NaN or infinite pixel values")
+    if values.size and (values.min() < lo or values.max() > hi):
+        raise ValueError(f"pixel values [{values.min()}, {values.max()}] fall outside value_range ({lo}, {hi})")
+    return np.clip(np.floor((values - lo) / (hi - lo) * levels), 0, levels - 1).astype(np.int64)
+
+
+def dequantize_images(
+    quantized: np.ndarray, levels: int = 16, value_range: tuple[float, float] = (0.0, 1.0)
+) -> np.ndarray:
+    """Bin centres (float64) of grey levels: ``low + (k + 0.5) * (high - low) / levels``."""
+    _check_levels(levels)
+    lo, hi = _check_range(value_range)
+    return lo + (np.asarray(quantized, dtype=np.float64) + 0.5) * (hi - lo) / levels
+
+
+def images_to_tokens(
+    images: np.ndarray, levels: int = 16, value_range: tuple[float, float] | None = None, bos: bool = True
+) -> list[list[int]]:
+    """Token sequences of ``images`` (quantize, raster order, BOS first if ``bos``)."""
+    return ImageVocab(levels, bos).encode(quantize_images(images, levels, value_range))
+
+
+def tokens_to_images(
+    tokens: Sequence[Sequence[int]],
+    shape: Sequence[int],
+    levels: int = 16,
+    value_range: tuple[float, float] | None = None,
+    bos: bool = True,
+) -> np.ndarray:
+    """Images ``[N, *shape]`` from token sequences: int64 grey levels, or bin-centre values
+    on ``value_range`` when it is given."""
+    quantized = ImageVocab(levels, bos).decode(tokens, shape)
+    return quantized if value_range is None else dequantize_images(quantized, levels, value_range)
+
+
+def canaries_from_images(
+    images: np.ndarray,
+    levels: int = 16,
+    seed: int = 0,
+    split: str = "coin",
+    value_range: tuple[float, float] | None = None,
+    bos: bool = True,
+) -> CanarySet:
+    """A token CanarySet of ``images`` (see :meth:`CanarySet.from_images`)."""
+    sequences = images_to_tokens(images, levels, value_range, bos)
+    first_seen: dict[tuple[int, ...], int] = {}
+    for i, seq in enumerate(sequences):
+        j = first_seen.setdefault(tuple(seq), i)
+        if j != i:
+            raise ValueError(
+                f"images {j} and {i} quantize to the same tokens at {levels} levels, so the membership of one is the "
+                "other's; drop duplicates (e.g. keep np.unique rows of the quantized images) or use more levels"
+            )
+    return CanarySet.from_token_ids(sequences, seed=seed, split=split)
+
+
+# ---------------------------------------------------------------------------- figures
+def _difference_with_ci(a: np.ndarray, b: np.ndarray, confidence: float) -> Estimate:
+    """``mean(a) - mean(b)`` with a Welch (unequal-variance) t interval."""
+    diff = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return Estimate(diff, math.nan, math.nan, confidence, "fewer than two canaries in a group: no interval")
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        return Estimate(diff, diff, diff, confidence, "no spread in either group")
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, df)) * se
+    return Estimate(diff, diff - half, diff + half, confidence)
+
+
+def image_figures(stats: TokenStats, is_member: np.ndarray, confidence: float = 0.95) -> dict:
+    """Bits-per-dimension figures of image canaries, members vs non-members (JSON-able).
+
+    Args:
+        stats: TokenStats ``[N, T]`` of image-token canaries (T scored pixels per image).
+        is_member: bool ``[N]``.
+        confidence: level of every interval.
+
+    Returns:
+        ``bits_per_dim`` (mean NLL per scored pixel token in bits, each canary one value):
+        ``members``, ``non_members`` (Student t intervals) and ``gap`` = non-members minus
+        members (Welch interval; > 0 means the model fits its training images better:
+        overfitting / memorization); ``bits_per_image`` (total bits of the scored pixels)
+        for both groups; ``position_bits``: mean bits at each scored position (a per-pixel
+        map in raster order, ``[T]`` lists) for both groups; the group sizes.
+    """
+    is_member = np.asarray(is_member, dtype=bool)
+    if is_member.shape != (stats.num_canaries,):
+        raise ValueError(f"is_member has shape {is_member.shape}, statistics cover {stats.num_canaries} canaries")
+    if is_member.all() or not is_member.any():
+        raise ValueError("image figures compare members with non-members; both groups need at least one canary")
+    nll = stats.nll.double().numpy()
+    mask = stats.mask.numpy()
+    bits = np.where(mask, nll, 0.0) / LN2
+    per_image = bits.sum(axis=1)
+    per_dim = per_image / np.maximum(mask.sum(axis=1), 1)
+    groups = {"members": is_member, "non_members": ~is_member}
+
+    def position_map(rows: np.ndarray) -> list[float | None]:
+        counts = mask[rows].sum(axis=0)
+        means = bits[rows].sum(axis=0) / np.maximum(counts, 1)
+        return [float(m) if c else None for m, c in zip(means, counts)]
+
+    return {
+        "bits_per_dim": {
+            **{name: mean_with_ci(per_dim[rows], confidence).to_dict() for name, rows in groups.items()},
+            "gap": _difference_with_ci(per_dim[~is_member], per_dim[is_member], confidence).to_dict(),
+        },
+        "bits_per_image": {name: mean_with_ci(per_image[rows], confidence).to_dict() for name, rows in groups.items()},
+        "position_bits": {name: position_map(rows) for name, rows in groups.items()},
+        "n_members": int(is_member.sum()),
+        "n_non_members": int((~is_member).sum()),
+    }
+
+
+@register_analysis("image")
+def image_analysis(inputs: AnalysisInput) -> dict:
+    """The Auditor analysis ``"image"``: :func:`image_figures` over the canaries with finite statistics."""
+    valid = np.asarray(inputs.valid, dtype=bool)
+    return image_figures(inputs.stats.subset(valid), np.asarray(inputs.is_member)[valid], inputs.confidence)
