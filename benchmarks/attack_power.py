@@ -67,7 +67,9 @@ from mia_guard.canaries.encoding import encode_canaries
 from mia_guard.experiments.demo_assets import CausalLMCollator, byte_tokenizer, stdlib_corpus, tiny_gpt2, tokenize
 from mia_guard.scoring.forward import score_tokens
 from mia_guard.scoring.token_stats import TokenStats
-from mia_guard.stats.metrics import auc_with_ci, mean_with_ci, tpr_at_fpr
+from mia_guard.stats.estimate import mean_with_ci
+from mia_guard.stats.metrics import tpr_at_fpr
+from mia_guard.stats.roc import auc_with_ci
 
 FPRS = (0.001, 0.01)
 MAX_LENGTH = 128

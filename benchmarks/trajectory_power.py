@@ -44,7 +44,8 @@ from mia_guard import AuditHistory, Auditor, CanarySet
 from mia_guard._io import atomic_write_json
 from mia_guard.attacks import AttackContext, get
 from mia_guard.experiments.demo_assets import CausalLMCollator, byte_tokenizer, stdlib_corpus, tiny_gpt2, tokenize
-from mia_guard.stats.metrics import clopper_pearson, mean_with_ci, summarize_attack
+from mia_guard.stats.estimate import clopper_pearson, mean_with_ci
+from mia_guard.stats.metrics import summarize_attack
 
 TRAJECTORY = ("trajectory_logreg", "trajectory_rnn")
 FINAL_STEP = ("loss", "min_k_plus_plus", "lira_online", "seq_lira", "reference")

@@ -18,17 +18,22 @@ import types
 import warnings
 from typing import Any
 
-#: old module -> new module
-MOVED_MODULES = {
+#: old module -> new module, or the modules it was split into (searched in this order)
+MOVED_MODULES: dict[str, str | tuple[str, ...]] = {
     "mia_guard.templates": "mia_guard.canaries.templates",
     "mia_guard.encoding": "mia_guard.canaries.encoding",
     "mia_guard.insertion": "mia_guard.canaries.insertion",
-    "mia_guard.images": "mia_guard.canaries.images",
+    "mia_guard.images": ("mia_guard.canaries.images", "mia_guard.analyses.images"),
     "mia_guard.token_stats": "mia_guard.scoring.token_stats",
     "mia_guard.distributed": "mia_guard.scoring.distributed",
     "mia_guard.faults": "mia_guard.scoring.faults",
-    "mia_guard.metrics": "mia_guard.stats.metrics",
-    "mia_guard.privacy": "mia_guard.stats.privacy_bounds",
+    "mia_guard.metrics": ("mia_guard.stats.metrics", "mia_guard.stats.roc", "mia_guard.stats.estimate"),
+    "mia_guard.privacy": (
+        "mia_guard.stats.epsilon_one_run",
+        "mia_guard.stats.epsilon_two_point",
+        "mia_guard.stats.exposure",
+        "mia_guard.stats.metrics",
+    ),
     "mia_guard.privacy_audit": "mia_guard.analyses.privacy",
     "mia_guard.profile": "mia_guard.analyses.profile",
     "mia_guard.extraction": "mia_guard.analyses.extraction",
@@ -55,17 +60,20 @@ MOVED_MODULES = {
 
 
 class _ForwardingModule(types.ModuleType):
-    """Stands in for a moved module: attribute reads go to the module at the new path."""
+    """Stands in for a moved module: attribute reads go to the module(s) at the new path."""
 
-    def __init__(self, name: str, target: types.ModuleType) -> None:
-        super().__init__(name, f"Moved to {target.__name__}; this name is deprecated.")
-        self._target = target
+    def __init__(self, name: str, targets: list[types.ModuleType]) -> None:
+        super().__init__(name, f"Moved to {', '.join(t.__name__ for t in targets)}; this name is deprecated.")
+        self._targets = targets
 
     def __getattr__(self, attr: str) -> Any:
-        return getattr(self._target, attr)
+        for target in self._targets:
+            if hasattr(target, attr):
+                return getattr(target, attr)
+        raise AttributeError(f"module {self.__name__!r} (moved) has no attribute {attr!r}")
 
     def __dir__(self) -> list[str]:
-        return dir(self._target)
+        return sorted({name for target in self._targets for name in dir(target)})
 
 
 class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -78,12 +86,13 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec: Any) -> types.ModuleType:
         new = MOVED_MODULES[spec.name]
+        targets = [new] if isinstance(new, str) else list(new)
         warnings.warn(
-            f"{spec.name} moved to {new} in mia_guard 0.2; the old path is removed in 0.3. Import from {new}.",
+            f"{spec.name} moved to {' / '.join(targets)} in mia_guard 0.2; the old path is removed in 0.3.",
             DeprecationWarning,
             stacklevel=2,
         )
-        return _ForwardingModule(spec.name, importlib.import_module(new))
+        return _ForwardingModule(spec.name, [importlib.import_module(t) for t in targets])
 
     def exec_module(self, module: types.ModuleType) -> None:
         """Nothing to run: the forwarding module is complete when created."""

@@ -10,8 +10,8 @@ from trainer_runs import canaries, make_trainer
 
 from mia_guard import AuditHistory, CanarySet
 from mia_guard.callbacks import MIAAuditCallback
-from mia_guard.callbacks.session import opacus_hooks_disabled, unwrap_model
 from mia_guard.report.files import load_report
+from mia_guard.scoring.guards import opacus_hooks_disabled, unwrap_model
 
 
 def _callback(tmp_path, **options) -> MIAAuditCallback:

@@ -17,7 +17,7 @@ from mia_guard.experiments.compare_report import load_comparison
 from mia_guard.experiments.compare_utility import held_out_rows
 from mia_guard.experiments.demo_assets import CausalLMCollator, byte_tokenizer
 from mia_guard.scoring.token_stats import TokenStats
-from mia_guard.stats.metrics import roc_auc
+from mia_guard.stats.roc import roc_auc
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings(

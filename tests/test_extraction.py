@@ -12,7 +12,7 @@ from mia_guard import CanarySet
 from mia_guard.analyses.extraction import ExtractionResult, extract_secrets
 from mia_guard.canaries.encoding import encode_canaries
 from mia_guard.experiments.demo_assets import BYTE_VOCAB_SIZE, byte_tokenizer
-from mia_guard.stats.metrics import clopper_pearson
+from mia_guard.stats.estimate import clopper_pearson
 
 torch.set_num_threads(1)
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from mia_guard import Auditor, CanarySet, TokenStats
+from mia_guard.analyses.images import image_figures
 from mia_guard.canaries.images import (
     ImageVocab,
     dequantize_images,
-    image_figures,
     images_to_tokens,
     quantize_images,
     tokens_to_images,

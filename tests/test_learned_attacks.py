@@ -22,7 +22,7 @@ from mia_guard.attacks.learned import (
 from mia_guard.attacks.registry import AttackContext
 from mia_guard.experiments.demo_assets import byte_tokenizer, stdlib_corpus, tiny_gpt2
 from mia_guard.scoring.token_stats import TokenStats
-from mia_guard.stats.metrics import auc_with_ci, roc_auc
+from mia_guard.stats.roc import auc_with_ci, roc_auc
 
 POSITIONS = 12
 

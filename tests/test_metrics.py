@@ -1,4 +1,4 @@
-"""Tests for mia_guard.stats.metrics: agreement with scikit-learn, exact intervals, validation."""
+"""Tests for mia_guard.stats (estimate, roc, metrics): agreement with scikit-learn, exact intervals, validation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
+from mia_guard.stats import estimate as E
 from mia_guard.stats import metrics as M
+from mia_guard.stats import roc as R
 
 
 def _random_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -37,18 +39,18 @@ def _random_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("seed", range(60))
 def test_roc_curve_and_auc_equal_sklearn(seed):
     scores, labels = _random_case(seed)
-    fpr, tpr, thr = M.roc_curve(scores, labels)
+    fpr, tpr, thr = R.roc_curve(scores, labels)
     fpr_ref, tpr_ref, thr_ref = skm.roc_curve(labels, scores, drop_intermediate=False)
     np.testing.assert_allclose(fpr, fpr_ref, rtol=0, atol=1e-12)
     np.testing.assert_allclose(tpr, tpr_ref, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(thr, thr_ref)
-    assert M.roc_auc(scores, labels) == pytest.approx(skm.roc_auc_score(labels, scores), abs=1e-12)
+    assert R.roc_auc(scores, labels) == pytest.approx(skm.roc_auc_score(labels, scores), abs=1e-12)
 
 
 def test_integer_labels_accepted_like_bool():
     scores, labels = _random_case(5)
-    assert M.roc_auc(scores, labels.astype(int)) == M.roc_auc(scores, labels)
-    assert M.roc_auc(scores, labels.astype(float)) == M.roc_auc(scores, labels)
+    assert R.roc_auc(scores, labels.astype(int)) == R.roc_auc(scores, labels)
+    assert R.roc_auc(scores, labels.astype(float)) == R.roc_auc(scores, labels)
 
 
 def test_infinite_scores_are_ranked():
@@ -56,12 +58,12 @@ def test_infinite_scores_are_ranked():
     scores = np.array([np.inf, np.inf, 2.0, 1.0, -np.inf, -np.inf, 0.5])
     labels = np.array([1, 0, 1, 0, 1, 0, 0], dtype=bool)
     finite = np.where(np.isposinf(scores), 10.0, np.where(np.isneginf(scores), -10.0, scores))
-    fpr, tpr, thr = M.roc_curve(scores, labels)
+    fpr, tpr, thr = R.roc_curve(scores, labels)
     fpr_ref, tpr_ref, _ = skm.roc_curve(labels, finite, drop_intermediate=False)
     np.testing.assert_allclose(fpr, fpr_ref)
     np.testing.assert_allclose(tpr, tpr_ref)
     assert thr[1] == np.inf and thr[-1] == -np.inf  # tied infinities form one point each
-    assert M.roc_auc(scores, labels) == pytest.approx(skm.roc_auc_score(labels, finite))
+    assert R.roc_auc(scores, labels) == pytest.approx(skm.roc_auc_score(labels, finite))
 
 
 # ------------------------------------------------------------------------- DeLong
@@ -77,13 +79,13 @@ def _delong_direct(scores, labels):
 @pytest.mark.parametrize("seed", range(40))
 def test_delong_components_match_direct_computation(seed):
     scores, labels = _random_case(seed)
-    auc, v10, v01 = M.delong_components(scores, labels)
+    auc, v10, v01 = R.delong_components(scores, labels)
     auc_ref, v10_ref, v01_ref = _delong_direct(scores, labels)
     assert auc == pytest.approx(auc_ref, abs=1e-12)
     np.testing.assert_allclose(v10, v10_ref, atol=1e-12)
     np.testing.assert_allclose(v01, v01_ref, atol=1e-12)
 
-    est = M.auc_with_ci(scores, labels, confidence=0.9)
+    est = R.auc_with_ci(scores, labels, confidence=0.9)
     var = 0.0
     if v10_ref.size > 1:
         var += np.var(v10_ref, ddof=1) / v10_ref.size
@@ -102,13 +104,13 @@ def test_delong_interval_covers_true_auc():
     trials, covered = 200, 0
     rng = np.random.default_rng(123)
     for _ in range(trials):
-        est = M.auc_with_ci(rng.normal(size=200) + shift * labels, labels)
+        est = R.auc_with_ci(rng.normal(size=200) + shift * labels, labels)
         covered += est.low <= true_auc <= est.high
     assert covered / trials >= 0.90
 
 
 def test_perfect_separation_gives_degenerate_interval_with_note():
-    est = M.auc_with_ci([3, 4, 1, 2], [True, True, False, False])
+    est = R.auc_with_ci([3, 4, 1, 2], [True, True, False, False])
     assert (est.value, est.low, est.high) == (1.0, 1.0, 1.0)
     assert "degenerate" in est.note
 
@@ -120,7 +122,7 @@ def test_perfect_separation_gives_degenerate_interval_with_note():
 @pytest.mark.parametrize("confidence", [0.8, 0.95, 0.99])
 def test_clopper_pearson_matches_scipy_exact(n, confidence):
     for k in sorted({0, 1, n // 3, n // 2, n - 1, n}):
-        low, high = M.clopper_pearson(k, n, confidence)
+        low, high = E.clopper_pearson(k, n, confidence)
         ref = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
         assert low == pytest.approx(ref.low, abs=1e-10)
         assert high == pytest.approx(ref.high, abs=1e-10)
@@ -150,7 +152,7 @@ def test_tpr_at_fpr_is_best_feasible_threshold(seed):
             continue
         assert est.value == pytest.approx(_brute_force_tpr_at_fpr(scores, labels, fpr))
         flagged = round(est.value * labels.sum())
-        low, high = M.clopper_pearson(flagged, int(labels.sum()), 0.95)
+        low, high = E.clopper_pearson(flagged, int(labels.sum()), 0.95)
         assert (est.low, est.high) == pytest.approx((low, high))
 
 
@@ -246,16 +248,16 @@ def test_advantage_interval_covers_true_value():
 
 def test_mean_with_ci_is_student_t():
     values = np.array([2.0, 3.5, 1.0, 4.0, 2.5])
-    est = M.mean_with_ci(values, confidence=0.9)
+    est = E.mean_with_ci(values, confidence=0.9)
     low, high = stats.t.interval(0.9, df=4, loc=values.mean(), scale=stats.sem(values))
     assert est.value == pytest.approx(values.mean())
     assert (est.low, est.high) == pytest.approx((low, high))
-    one = M.mean_with_ci([1.5])
+    one = E.mean_with_ci([1.5])
     assert one.value == 1.5 and math.isnan(one.low) and one.note
     with pytest.raises(ValueError, match="NaN/inf"):
-        M.mean_with_ci([1.0, float("nan")])
+        E.mean_with_ci([1.0, float("nan")])
     with pytest.raises(ValueError, match="non-empty"):
-        M.mean_with_ci([])
+        E.mean_with_ci([])
 
 
 # ------------------------------------------------------------------ summaries / IO
@@ -290,12 +292,12 @@ def test_summarize_attack_and_json_round_trip():
 
 
 def test_estimate_str_and_round_trip():
-    est = M.Estimate(0.8123, 0.7701, 0.8512, 0.95)
+    est = E.Estimate(0.8123, 0.7701, 0.8512, 0.95)
     assert str(est) == "0.812 [0.770, 0.851]"
     assert est.resolvable
-    assert M.Estimate.from_dict(est.to_dict()) == est
+    assert E.Estimate.from_dict(est.to_dict()) == est
     with pytest.raises(ValueError, match="not an Estimate"):
-        M.Estimate.from_dict({"value": 1.0})
+        E.Estimate.from_dict({"value": 1.0})
 
 
 # ---------------------------------------------------------------------- validation
@@ -316,7 +318,7 @@ def test_estimate_str_and_round_trip():
     ],
 )
 def test_bad_inputs_raise_clear_errors(scores, labels, message):
-    for fn in (M.roc_curve, M.roc_auc, M.auc_with_ci, M.advantage):
+    for fn in (R.roc_curve, R.roc_auc, R.auc_with_ci, M.advantage):
         with pytest.raises(ValueError, match=message):
             fn(scores, labels)
     with pytest.raises(ValueError, match=message):
@@ -325,13 +327,13 @@ def test_bad_inputs_raise_clear_errors(scores, labels, message):
 
 def test_nan_error_suggests_the_fix():
     with pytest.raises(ValueError, match="-inf"):
-        M.roc_auc([0.1, float("nan"), 0.3], [1, 0, 1])
+        R.roc_auc([0.1, float("nan"), 0.3], [1, 0, 1])
 
 
 def test_bad_parameters_raise():
     scores, labels = [0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1]
     with pytest.raises(ValueError, match="confidence"):
-        M.auc_with_ci(scores, labels, confidence=95)
+        R.auc_with_ci(scores, labels, confidence=95)
     with pytest.raises(ValueError, match="target FPR"):
         M.tpr_at_fpr(scores, labels, 0.0)
     with pytest.raises(ValueError, match="n_bootstrap"):

@@ -11,12 +11,9 @@ from scipy import special, stats
 
 from mia_guard import AuditHistory, Auditor
 from mia_guard.analyses.privacy import _label_free_halves, privacy_figures
-from mia_guard.stats.privacy_bounds import (
-    canaries_needed_for_epsilon,
-    exposure,
-    one_run_epsilon_lower_bound,
-    two_point_epsilon_lower_bound,
-)
+from mia_guard.stats.epsilon_one_run import canaries_needed_for_epsilon, one_run_epsilon_lower_bound
+from mia_guard.stats.epsilon_two_point import two_point_epsilon_lower_bound
+from mia_guard.stats.exposure import exposure
 
 ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
 

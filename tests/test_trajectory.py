@@ -13,7 +13,7 @@ from mia_guard import Auditor, CanarySet, TokenStats
 from mia_guard.attacks import AttackContext, get
 from mia_guard.attacks.trajectory import FEATURES, select_audits, summary_features, trajectory_tensor
 from mia_guard.experiments.demo_assets import byte_tokenizer, stdlib_corpus, tiny_gpt2
-from mia_guard.stats.metrics import roc_auc
+from mia_guard.stats.roc import roc_auc
 
 torch.set_num_threads(1)
 

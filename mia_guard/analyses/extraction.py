@@ -42,7 +42,7 @@ import torch
 from ..canaries.canary_set import CanarySet
 from ..canaries.encoding import EncodedCanaries, encode_canaries
 from ..scoring.forward import _audit_mode, _call_for_logits, _context_limit, _is_hf_model, _model_device
-from ..stats.metrics import Estimate, clopper_pearson, mean_with_ci
+from ..stats.estimate import Estimate, clopper_pearson, mean_with_ci
 
 __all__ = ["ExtractionResult", "extract_secrets"]
 

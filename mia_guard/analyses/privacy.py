@@ -40,7 +40,7 @@ How nothing is fitted and measured on the same canaries:
   scores do not read membership labels (unsupervised attacks); cross-fitted attacks
   use other canaries' labels, so their bound is marked ``"heuristic"``.
 * two-point: every candidate attack is evaluated by
-  :func:`~mia_guard.stats.privacy_bounds.two_point_epsilon_lower_bound` (threshold on a calibration
+  :func:`~mia_guard.stats.epsilon_two_point.two_point_epsilon_lower_bound` (threshold on a calibration
   half, rates on the other) at confidence ``1 - (1 - c) / K`` for ``K`` candidates, and
   the largest bound is reported: by the union bound all ``K`` hold jointly at ``c``.
 """
@@ -53,16 +53,16 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..attacks import registry as attack_registry
-from ..audit.auditor import AnalysisInput, register_analysis
-from ..stats.metrics import clopper_pearson
-from ..stats.privacy_bounds import (
+from ..stats.epsilon_one_run import (
     canaries_needed_for_epsilon,
     choose_guess_counts,
-    exposure,
     one_run_epsilon_from_scores,
     one_run_epsilon_lower_bound,
-    two_point_epsilon_lower_bound,
 )
+from ..stats.epsilon_two_point import two_point_epsilon_lower_bound
+from ..stats.estimate import clopper_pearson
+from ..stats.exposure import exposure
+from .registry import AnalysisInput, register_analysis
 
 __all__ = ["DEFAULT_DELTA", "STRONGEST", "privacy_analysis", "privacy_figures"]
 

@@ -5,7 +5,7 @@ canary (DESIGN.md), so one can ask, position by position:
 
 - **How much does this token alone reveal?** The AUC of the per-token statistic at
   position ``j`` for members against non-members, with a DeLong interval
-  (:func:`mia_guard.stats.metrics.auc_with_ci`). The statistic is oriented so that higher =
+  (:func:`mia_guard.stats.roc.auc_with_ci`). The statistic is oriented so that higher =
   better predicted (member-like): ``confidence`` and ``top1`` as they are, ``nll`` and
   ``entropy`` negated.
 - **Are the positions separate evidence?** The Pearson correlation matrix of the
@@ -42,9 +42,10 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_write_bytes
-from ..audit.auditor import AnalysisInput, register_analysis
 from ..scoring.token_stats import TokenStats
-from ..stats.metrics import Estimate, auc_with_ci
+from ..stats.estimate import Estimate
+from ..stats.roc import auc_with_ci
+from .registry import AnalysisInput, register_analysis
 
 #: statistic -> sign that makes it "higher = better predicted" (member-like).
 ORIENTATION = {"confidence": 1.0, "nll": -1.0, "entropy": -1.0, "top1": 1.0}

@@ -8,8 +8,8 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "Auditor": "mia_guard.audit.auditor",
-    "AnalysisInput": "mia_guard.audit.auditor",
-    "register_analysis": "mia_guard.audit.auditor",
+    "AnalysisInput": "mia_guard.analyses.registry",
+    "register_analysis": "mia_guard.analyses.registry",
     "DEFAULT_ATTACKS": "mia_guard.audit.auditor",
     "DEFAULT_FPRS": "mia_guard.audit.auditor",
     "AuditResult": "mia_guard.audit.result",

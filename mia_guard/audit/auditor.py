@@ -7,55 +7,23 @@ model). Distributed code gathers statistics from every rank and calls ``evaluate
 
 from __future__ import annotations
 
-import importlib
 import time
 import warnings
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from .. import attacks as attack_registry
+from ..analyses.registry import ANALYSES, AnalysisInput, load_builtin_analyses
 from ..attacks.crossfit import stratified_folds
 from ..attacks.registry import AttackContext
 from ..canaries.canary_set import CanarySet
 from ..canaries.encoding import encode_canaries
 from ..scoring.forward import score_tokens
 from ..scoring.token_stats import TokenStats
-from ..stats.metrics import mean_with_ci, summarize_attack
+from ..stats.estimate import mean_with_ci
+from ..stats.metrics import summarize_attack
 from .result import AuditHistory, AuditResult
-
-#: name -> fn(AnalysisInput) -> JSON-able dict, stored in ``AuditResult.extras[name]``.
-ANALYSES: dict[str, Callable[["AnalysisInput"], dict]] = {}
-
-
-@dataclass(frozen=True)
-class AnalysisInput:
-    """What an analysis (a figure group beyond per-attack metrics, e.g. privacy bounds) reads.
-
-    ``scores`` hold one array per attack over *all* canaries (NaN where ``valid`` is False).
-    """
-
-    stats: TokenStats
-    scores: Mapping[str, np.ndarray]
-    metrics: Mapping[str, Any]
-    is_member: np.ndarray
-    valid: np.ndarray
-    canaries: CanarySet
-    step: int
-    confidence: float
-    options: Mapping[str, Any]
-    seed: int
-
-
-def register_analysis(name: str) -> Callable:
-    """Decorator: register ``fn(AnalysisInput) -> dict`` as an analysis the Auditor can run."""
-
-    def decorator(fn: Callable[[AnalysisInput], dict]) -> Callable[[AnalysisInput], dict]:
-        ANALYSES[name] = fn
-        return fn
-
-    return decorator
 
 DEFAULT_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference", "lira_online", "seq_lira")
 DEFAULT_FPRS = (0.001, 0.01, 0.1)
@@ -132,7 +100,7 @@ class Auditor:
         self.scoring_options = dict(batch_size=batch_size, chunk_size=chunk_size, device=device, progress=progress)
         self.n_folds = n_folds
         self.seed = seed
-        _load_builtin_analyses()
+        load_builtin_analyses()
         unknown_analyses = [a for a in analyses if a not in ANALYSES]
         if unknown_analyses:
             raise ValueError(f"unknown analyses {unknown_analyses}; available: {sorted(ANALYSES)}")
@@ -233,12 +201,3 @@ class Auditor:
             n_folds=self.n_folds,
             seed=self.seed,
         )
-
-
-#: Modules whose import registers the built-in analyses (optional ones may be absent).
-BUILTIN_ANALYSIS_MODULES: tuple[str, ...] = ("mia_guard.analyses.privacy", "mia_guard.canaries.images", "mia_guard.analyses.profile")
-
-
-def _load_builtin_analyses() -> None:
-    for module in BUILTIN_ANALYSIS_MODULES:
-        importlib.import_module(module)

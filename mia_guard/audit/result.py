@@ -12,7 +12,8 @@ import numpy as np
 
 from .._io import atomic_write_json, check_format, decode_array, encode_array, read_json
 from ..scoring.token_stats import TokenStats
-from ..stats.metrics import AttackMetrics, Estimate
+from ..stats.estimate import Estimate
+from ..stats.metrics import AttackMetrics
 
 HISTORY_FORMAT = "mia_guard.history"
 HISTORY_SCHEMA_VERSION = 1

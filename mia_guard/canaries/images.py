@@ -1,4 +1,4 @@
-"""Image canaries for autoregressive image generators, and the figures that suit them.
+"""Image canaries for autoregressive image generators.
 
 An autoregressive image model (ImageGPT-style, or a GPT-2 over pixel tokens) reads an
 image as a sequence of discrete tokens. Here each pixel value is quantized to one of
@@ -15,26 +15,18 @@ with ``w = (hi - lo) / levels`` (``hi`` itself is in the top level); decoding re
 bin centres, so quantize -> decode -> quantize is the identity on levels.
 
 Scoring needs nothing image-specific: :func:`~mia_guard.scoring.forward.score_tokens` works on
-token canaries without a tokenizer. :func:`image_figures` turns the token statistics into
-the figures image-model people read (bits per dimension for members and non-members,
-their gap, and a per-pixel map); it is registered as the Auditor analysis ``"image"``.
+token canaries without a tokenizer. The figures image-model people read (bits per
+dimension, a per-pixel map) are the analysis ``"image"`` in :mod:`mia_guard.analyses.images`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import stats as scipy_stats
 
-from ..audit.auditor import AnalysisInput, register_analysis
-from ..scoring.token_stats import TokenStats
-from ..stats.metrics import Estimate, mean_with_ci
 from .canary_set import CanarySet
-
-LN2 = math.log(2.0)
 
 
 @dataclass(frozen=True)
@@ -193,70 +185,3 @@ def canaries_from_images(
                 "other's; drop duplicates (e.g. keep np.unique rows of the quantized images) or use more levels"
             )
     return CanarySet.from_token_ids(sequences, seed=seed, split=split)
-
-
-# ---------------------------------------------------------------------------- figures
-def _difference_with_ci(a: np.ndarray, b: np.ndarray, confidence: float) -> Estimate:
-    """``mean(a) - mean(b)`` with a Welch (unequal-variance) t interval."""
-    diff = float(a.mean() - b.mean())
-    if len(a) < 2 or len(b) < 2:
-        return Estimate(diff, math.nan, math.nan, confidence, "fewer than two canaries in a group: no interval")
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0.0:
-        return Estimate(diff, diff, diff, confidence, "no spread in either group")
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, df)) * se
-    return Estimate(diff, diff - half, diff + half, confidence)
-
-
-def image_figures(stats: TokenStats, is_member: np.ndarray, confidence: float = 0.95) -> dict:
-    """Bits-per-dimension figures of image canaries, members vs non-members (JSON-able).
-
-    Args:
-        stats: TokenStats ``[N, T]`` of image-token canaries (T scored pixels per image).
-        is_member: bool ``[N]``.
-        confidence: level of every interval.
-
-    Returns:
-        ``bits_per_dim`` (mean NLL per scored pixel token in bits, each canary one value):
-        ``members``, ``non_members`` (Student t intervals) and ``gap`` = non-members minus
-        members (Welch interval; > 0 means the model fits its training images better:
-        overfitting / memorization); ``bits_per_image`` (total bits of the scored pixels)
-        for both groups; ``position_bits``: mean bits at each scored position (a per-pixel
-        map in raster order, ``[T]`` lists) for both groups; the group sizes.
-    """
-    is_member = np.asarray(is_member, dtype=bool)
-    if is_member.shape != (stats.num_canaries,):
-        raise ValueError(f"is_member has shape {is_member.shape}, statistics cover {stats.num_canaries} canaries")
-    if is_member.all() or not is_member.any():
-        raise ValueError("image figures compare members with non-members; both groups need at least one canary")
-    nll = stats.nll.double().numpy()
-    mask = stats.mask.numpy()
-    bits = np.where(mask, nll, 0.0) / LN2
-    per_image = bits.sum(axis=1)
-    per_dim = per_image / np.maximum(mask.sum(axis=1), 1)
-    groups = {"members": is_member, "non_members": ~is_member}
-
-    def position_map(rows: np.ndarray) -> list[float | None]:
-        counts = mask[rows].sum(axis=0)
-        means = bits[rows].sum(axis=0) / np.maximum(counts, 1)
-        return [float(m) if c else None for m, c in zip(means, counts)]
-
-    return {
-        "bits_per_dim": {
-            **{name: mean_with_ci(per_dim[rows], confidence).to_dict() for name, rows in groups.items()},
-            "gap": _difference_with_ci(per_dim[~is_member], per_dim[is_member], confidence).to_dict(),
-        },
-        "bits_per_image": {name: mean_with_ci(per_image[rows], confidence).to_dict() for name, rows in groups.items()},
-        "position_bits": {name: position_map(rows) for name, rows in groups.items()},
-        "n_members": int(is_member.sum()),
-        "n_non_members": int((~is_member).sum()),
-    }
-
-
-@register_analysis("image")
-def image_analysis(inputs: AnalysisInput) -> dict:
-    """The Auditor analysis ``"image"``: :func:`image_figures` over the canaries with finite statistics."""
-    valid = np.asarray(inputs.valid, dtype=bool)
-    return image_figures(inputs.stats.subset(valid), np.asarray(inputs.is_member)[valid], inputs.confidence)

@@ -75,7 +75,8 @@ class RunAudit:
 def run(args: argparse.Namespace) -> int:
     from .._io import atomic_write_json
     from ..audit.result import AuditResult
-    from ..stats.metrics import mean_with_ci, summarize_attack
+    from ..stats.estimate import mean_with_ci
+    from ..stats.metrics import summarize_attack
 
     if not args.references:
         raise InputError(

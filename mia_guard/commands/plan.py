@@ -97,12 +97,8 @@ def make_plan(
     """
     from scipy import stats
 
-    from ..stats.privacy_bounds import (
-        canaries_needed_for_epsilon,
-        min_resolvable_fpr,
-        nonmembers_needed,
-        one_run_epsilon_lower_bound,
-    )
+    from ..stats.epsilon_one_run import canaries_needed_for_epsilon, one_run_epsilon_lower_bound
+    from ..stats.metrics import min_resolvable_fpr, nonmembers_needed
 
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")

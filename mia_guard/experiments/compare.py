@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -42,8 +42,9 @@ from ..audit.auditor import DEFAULT_FPRS, Auditor
 from ..audit.result import AuditResult
 from ..canaries.canary_set import CanarySet
 from ..scoring.token_stats import STAT_FIELDS, TokenStats
-from ..stats.metrics import Estimate
+from ..stats.estimate import Estimate
 from .compare_defenses import DEFENSES, GOLDFISH, OUTPUT_SETTINGS, Defense, check_names
+from .compare_report import ComparisonRow
 from .compare_utility import chunk_nll, held_out_rows, perplexity
 from .demo import (
     DEMO_ATTACKS,
@@ -145,64 +146,6 @@ class CompareConfig:
     @property
     def logdir(self) -> Path:
         return self.output_dir / "logs"
-
-
-@dataclass
-class ComparisonRow:
-    """One row of the leakage-utility table.
-
-    Attributes:
-        name: row id (a defense name, ``none+<setting>``, ``goldfish_supervised`` / ``_dropped``);
-            also its TensorBoard run and ``runs/`` directory.
-        label: the row in words.
-        kind: ``"trained"`` (a defense), ``"output"`` (an API view of ``none``) or
-            ``"positions"`` (a goldfish token subset).
-        best_attack: the attack with the highest AUC at the final audit.
-        auc: its AUC with the audit's interval (DeLong; per-fold t interval for cross-fitted attacks).
-        tpr: its TPR at :data:`TABLE_FPR` with the Clopper-Pearson interval.
-        epsilon_lb: the one-run ε lower bound (a one-sided bound at ``confidence``).
-        epsilon_lb_guarantee: ``"theorem"`` or ``"heuristic"`` (see :mod:`mia_guard.analyses.privacy`).
-        dp_epsilon: ε the DP accountant guarantees (DP rows only), at the same δ.
-        perplexity: held-out perplexity with its interval.
-        n_canaries: canaries the final audit evaluated.
-        seconds: wall time of the row (training with audits, or the extra audits).
-        cpu_seconds: process CPU time of the same (all threads; unlike wall time, barely
-            changed by other processes on a shared machine).
-        notes: what the defense did, and audit caveats.
-    """
-
-    name: str
-    label: str
-    kind: str
-    best_attack: str | None
-    auc: Estimate
-    tpr: Estimate
-    epsilon_lb: float | None
-    epsilon_lb_guarantee: str | None
-    dp_epsilon: float | None
-    perplexity: Estimate
-    n_canaries: int
-    seconds: float
-    cpu_seconds: float
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {
-            "name": self.name, "label": self.label, "kind": self.kind, "best_attack": self.best_attack,
-            "auc": self.auc.to_dict(), "tpr": self.tpr.to_dict(), "epsilon_lb": self.epsilon_lb,
-            "epsilon_lb_guarantee": self.epsilon_lb_guarantee, "dp_epsilon": self.dp_epsilon,
-            "perplexity": self.perplexity.to_dict(), "n_canaries": self.n_canaries,
-            "seconds": self.seconds, "cpu_seconds": self.cpu_seconds, "notes": list(self.notes),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ComparisonRow":
-        return cls(**{
-            **data,
-            "auc": Estimate.from_dict(data["auc"]),
-            "tpr": Estimate.from_dict(data["tpr"]),
-            "perplexity": Estimate.from_dict(data["perplexity"]),
-        })
 
 
 @dataclass
@@ -323,7 +266,7 @@ def _train_and_audit(
     heldout: list[dict], device: str,
 ) -> _Run:
     from ..callbacks import MIAAuditCallback
-    from ..callbacks.session import unwrap_model
+    from ..scoring.guards import unwrap_model
 
     clock = _Clock()
     demo_config = config.demo_config(defense.name)

@@ -2,26 +2,81 @@
 
 ``comparison.json`` (format ``mia_guard.comparison``, schema version 1) holds the
 configuration, the wall and CPU seconds and one record per row
-(:meth:`~mia_guard.experiments.compare.ComparisonRow.to_dict`; estimates as ``value/low/high``
+(:meth:`ComparisonRow.to_dict`; estimates as ``value/low/high``
 dicts, ``null`` for NaN). Files are written atomically.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, check_format, read_json
-from ..stats.metrics import Estimate
-
-if TYPE_CHECKING:
-    from .compare import CompareConfig, ComparisonRow
+from ..stats.estimate import Estimate
 
 COMPARISON_FORMAT = "mia_guard.comparison"
 COMPARISON_SCHEMA_VERSION = 1
 _MARKERS = {"trained": "o", "output": "s", "positions": "^"}
+
+
+@dataclass
+class ComparisonRow:
+    """One row of the leakage-utility table.
+
+    Attributes:
+        name: row id (a defense name, ``none+<setting>``, ``goldfish_supervised`` / ``_dropped``);
+            also its TensorBoard run and ``runs/`` directory.
+        label: the row in words.
+        kind: ``"trained"`` (a defense), ``"output"`` (an API view of ``none``) or
+            ``"positions"`` (a goldfish token subset).
+        best_attack: the attack with the highest AUC at the final audit.
+        auc: its AUC with the audit's interval (DeLong; per-fold t interval for cross-fitted attacks).
+        tpr: its TPR at :data:`TABLE_FPR` with the Clopper-Pearson interval.
+        epsilon_lb: the one-run ε lower bound (a one-sided bound at ``confidence``).
+        epsilon_lb_guarantee: ``"theorem"`` or ``"heuristic"`` (see :mod:`mia_guard.analyses.privacy`).
+        dp_epsilon: ε the DP accountant guarantees (DP rows only), at the same δ.
+        perplexity: held-out perplexity with its interval.
+        n_canaries: canaries the final audit evaluated.
+        seconds: wall time of the row (training with audits, or the extra audits).
+        cpu_seconds: process CPU time of the same (all threads; unlike wall time, barely
+            changed by other processes on a shared machine).
+        notes: what the defense did, and audit caveats.
+    """
+
+    name: str
+    label: str
+    kind: str
+    best_attack: str | None
+    auc: Estimate
+    tpr: Estimate
+    epsilon_lb: float | None
+    epsilon_lb_guarantee: str | None
+    dp_epsilon: float | None
+    perplexity: Estimate
+    n_canaries: int
+    seconds: float
+    cpu_seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "label": self.label, "kind": self.kind, "best_attack": self.best_attack,
+            "auc": self.auc.to_dict(), "tpr": self.tpr.to_dict(), "epsilon_lb": self.epsilon_lb,
+            "epsilon_lb_guarantee": self.epsilon_lb_guarantee, "dp_epsilon": self.dp_epsilon,
+            "perplexity": self.perplexity.to_dict(), "n_canaries": self.n_canaries,
+            "seconds": self.seconds, "cpu_seconds": self.cpu_seconds, "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ComparisonRow":
+        return cls(**{
+            **data,
+            "auc": Estimate.from_dict(data["auc"]),
+            "tpr": Estimate.from_dict(data["tpr"]),
+            "perplexity": Estimate.from_dict(data["perplexity"]),
+        })
 
 
 def _estimate(est: Estimate, digits: int = 3) -> str:
@@ -39,7 +94,7 @@ def _epsilon_lb(row: "ComparisonRow") -> str:
     return f">= {row.epsilon_lb:.2f}{mark}"
 
 
-def table_cells(rows: Sequence["ComparisonRow"], confidence: float) -> tuple[list[str], list[list[str]]]:
+def table_cells(rows: Sequence[ComparisonRow], confidence: float) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the table (one list of strings per row)."""
     level = f"{confidence:.0%}"
     header = [
@@ -57,7 +112,7 @@ def table_cells(rows: Sequence["ComparisonRow"], confidence: float) -> tuple[lis
     return header, cells
 
 
-def _footnotes(rows: Sequence["ComparisonRow"], confidence: float) -> list[str]:
+def _footnotes(rows: Sequence[ComparisonRow], confidence: float) -> list[str]:
     lines = [
         f"AUC and TPR of the attack with the highest AUC at the final audit; intervals at {confidence:.0%} "
         "(AUC: DeLong, or for cross-fitted attacks a corrected t interval over folds; TPR: Clopper-Pearson). "
@@ -70,7 +125,7 @@ def _footnotes(rows: Sequence["ComparisonRow"], confidence: float) -> list[str]:
     return lines
 
 
-def comparison_table(rows: Sequence["ComparisonRow"], confidence: float = 0.95) -> str:
+def comparison_table(rows: Sequence[ComparisonRow], confidence: float = 0.95) -> str:
     """The table as fixed-width text, with its footnotes."""
     header, cells = table_cells(rows, confidence)
     widths = [max(len(r[i]) for r in [header, *cells]) for i in range(len(header))]
@@ -79,7 +134,7 @@ def comparison_table(rows: Sequence["ComparisonRow"], confidence: float = 0.95) 
     return "\n".join(lines + [""] + _footnotes(rows, confidence))
 
 
-def comparison_markdown(rows: Sequence["ComparisonRow"], confidence: float, seconds: Mapping[str, float]) -> str:
+def comparison_markdown(rows: Sequence[ComparisonRow], confidence: float, seconds: Mapping[str, float]) -> str:
     """The table as a Markdown document (``comparison.md``)."""
     header, cells = table_cells(rows, confidence)
     lines = ["# Defense comparison: leakage vs utility", ""]
@@ -91,7 +146,7 @@ def comparison_markdown(rows: Sequence["ComparisonRow"], confidence: float, seco
     return "\n".join(lines) + "\n"
 
 
-def leakage_utility_png(rows: Sequence["ComparisonRow"], confidence: float = 0.95) -> bytes:
+def leakage_utility_png(rows: Sequence[ComparisonRow], confidence: float = 0.95) -> bytes:
     """Best attack's AUC (left) and TPR@1%FPR (right) against held-out perplexity, with interval bars."""
     from ..report.plots import _colors, _new_figure, _png
 
@@ -141,9 +196,10 @@ def _bar(est: Estimate) -> Any:
 
 
 def write_comparison(
-    rows: Sequence["ComparisonRow"], config: "CompareConfig", seconds: Mapping[str, float]
+    rows: Sequence[ComparisonRow], config: Any, seconds: Mapping[str, float]
 ) -> dict[str, Path]:
-    """Write ``comparison.json``, ``comparison.md`` and ``leakage_utility.png`` into ``config.output_dir``."""
+    """Write ``comparison.json``, ``comparison.md`` and ``leakage_utility.png`` into ``config.output_dir``
+    (``config``: the run's :class:`~mia_guard.experiments.compare.CompareConfig`)."""
     out = config.output_dir
     settings = {k: str(v) if isinstance(v, Path) else (list(v) if isinstance(v, (list, tuple)) else v)
                 for k, v in asdict(config).items()}
@@ -161,10 +217,8 @@ def write_comparison(
     }
 
 
-def load_comparison(path: str | Path) -> tuple[dict, list["ComparisonRow"]]:
+def load_comparison(path: str | Path) -> tuple[dict, list[ComparisonRow]]:
     """``(record, rows)`` of a ``comparison.json``; refuses other files and schema versions."""
-    from .compare import ComparisonRow
-
     data = read_json(path, "comparison")
     check_format(data, fmt=COMPARISON_FORMAT, version=COMPARISON_SCHEMA_VERSION, what="comparison", source=path)
     return data, [ComparisonRow.from_dict(r) for r in data["rows"]]

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..stats.metrics import Estimate, mean_with_ci
+from ..stats.estimate import Estimate, mean_with_ci
 from .demo import CHUNK_CHARS, MAX_LENGTH
 from .demo_assets import CausalLMCollator, stdlib_corpus, tokenize
 

@@ -21,6 +21,7 @@ from .markdown import LEAKAGE_PNG, PROFILE_PNG, ROC_PNG, final_profile, render_m
 from .schema import (
     REPORT_FORMAT,
     REPORT_SCHEMA_VERSION,
+    GateDecisionRecord,
     audit_entry,
     build_report,
     final_audit,
@@ -31,7 +32,6 @@ from .schema import (
 if TYPE_CHECKING:
     from ..audit.result import AuditHistory
     from ..canaries.canary_set import CanarySet
-    from ..gate import GateDecision
 
 __all__ = [
     "REPORT_FILES",
@@ -53,7 +53,7 @@ def write_report(
     directory: str | os.PathLike,
     *,
     canaries: "CanarySet | None" = None,
-    decision: "GateDecision | None" = None,
+    decision: GateDecisionRecord | None = None,
     run_info: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write the report files of ``history`` into ``directory`` (created if needed).

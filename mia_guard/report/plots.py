@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..stats.metrics import roc_curve
+from ..stats.roc import roc_curve
 from .schema import curve_fpr, pct
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 import numpy as np
 
@@ -39,7 +39,13 @@ from .._io import check_format
 if TYPE_CHECKING:  # typing only: `mia-guard gate` must not import torch
     from ..audit.result import AuditHistory, AuditResult
     from ..canaries.canary_set import CanarySet
-    from ..gate import GateDecision
+
+
+class GateDecisionRecord(Protocol):
+    """What the report needs of a release-gate decision (``mia_guard.gate.GateDecision``)."""
+
+    def to_dict(self) -> dict: ...
+
 
 REPORT_FORMAT = "mia_guard.report"
 REPORT_SCHEMA_VERSION = 1
@@ -96,7 +102,7 @@ def build_report(
     history: "AuditHistory",
     *,
     canaries: "CanarySet | None" = None,
-    decision: "GateDecision | None" = None,
+    decision: GateDecisionRecord | None = None,
     run_info: Mapping[str, Any] | None = None,
 ) -> dict:
     """The ``report.json`` document for ``history`` (see the module docstring).

@@ -1,56 +1,25 @@
-"""Differential-privacy lower bounds, canary exposure and audit planning from canary scores.
+"""ε lower bounds from one training run (Steinke, Nasr & Jagielski 2023, "Privacy Auditing
+with One (1) Training Run", NeurIPS 2023, arXiv:2305.08846), and audit planning.
 
 Inputs follow the package conventions: ``scores`` float ``[N]`` (higher = more likely a
-member), ``is_member`` bool ``[N]`` (``True`` = inserted into training).
-
-* :func:`one_run_epsilon_lower_bound` and friends: the one-training-run audit of
-  Steinke, Nasr & Jagielski (2023), "Privacy Auditing with One (1) Training Run"
-  (NeurIPS 2023, arXiv:2305.08846). Sound for any mechanism **if every canary was
-  included by an independent fair coin** (``CanarySet(..., split="coin")``); an exact
-  half/half split is not covered by the theorem.
-* :func:`two_point_epsilon_lower_bound`: the threshold test of Jagielski, Ullman &
-  Oprea (2020) and Nasr et al. (2021) with Clopper–Pearson bounds, applied across the
-  canaries of one run (it treats canaries as independent trials — a heuristic in one
-  run, exact when each canary comes from its own training run).
-* :func:`exposure`: Carlini et al. (2019), "The Secret Sharer", rank-based exposure of
-  templated canaries, estimated by sampling with skew-normal extrapolation.
-* Planning: :func:`canaries_needed_for_epsilon`, :func:`min_resolvable_fpr`,
-  :func:`nonmembers_needed`.
-
-Nothing is chosen and evaluated on the same canaries: guess counts and thresholds are
-picked on a calibration half and the bound is computed on the other half.
+member), ``is_member`` bool ``[N]`` (``True`` = inserted into training). The bound is
+sound for any mechanism **if every canary was included by an independent fair coin**
+(``CanarySet(..., split="coin")``); an exact half/half split is not covered by the
+theorem. Guess counts are picked on a calibration half and the bound is computed on the
+other half (:func:`one_run_epsilon_crossfit`). :func:`canaries_needed_for_epsilon` plans
+an audit.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
 from scipy import optimize, special, stats
 
-from .metrics import (
-    _check_confidence,
-    check_scores,
-    min_resolvable_fpr,
-    nonmembers_needed,
-)
-
-__all__ = [
-    "ExposureResult",
-    "canaries_needed_for_epsilon",
-    "choose_guess_counts",
-    "exposure",
-    "exposure_from_ranks",
-    "min_resolvable_fpr",
-    "nonmembers_needed",
-    "one_run_epsilon_crossfit",
-    "one_run_epsilon_from_scores",
-    "one_run_epsilon_lower_bound",
-    "one_run_p_value",
-    "two_point_epsilon_lower_bound",
-]
+from .estimate import _check_confidence
+from .roc import check_scores
 
 # Root-finding tolerance on epsilon.
 _EPS_TOL = 1e-10
@@ -65,9 +34,6 @@ def _check_delta(delta: float) -> float:
     if not 0.0 <= delta < 1.0:
         raise ValueError(f"delta must be in [0, 1), got {delta}")
     return delta
-
-
-# ------------------------------------------------------------ one-run audit (SNJ 2023)
 
 
 def _check_counts(m: int, r: int, v: int) -> tuple[int, int, int]:
@@ -308,258 +274,6 @@ def one_run_epsilon_crossfit(
     )
     result.update(n_calibration=int(cal.size), n_evaluation=int(ev.size), seed=int(seed))
     return result
-
-
-# ----------------------------------------------------------------- two-point bound
-
-
-def _stratified_halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Calibration / evaluation halves with members and non-members split evenly."""
-    rng = np.random.default_rng(seed)
-    cal, ev = [], []
-    for cls in (True, False):
-        idx = np.flatnonzero(labels == cls)
-        idx = idx[rng.permutation(idx.size)]
-        cal.append(idx[: idx.size // 2])
-        ev.append(idx[idx.size // 2 :])
-    return np.sort(np.concatenate(cal)), np.sort(np.concatenate(ev))
-
-
-def _two_point_eps(
-    tp: np.ndarray, n_pos: int, fp: np.ndarray, n_neg: int, delta: float, tail: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Epsilon lower bound per threshold from one-sided Clopper–Pearson bounds.
-
-    ``tail`` is the failure probability of each one-sided bound.
-    Returns ``(eps_lb, tpr_lo, fpr_hi)``.
-    """
-    tp = np.asarray(tp, dtype=np.float64)
-    fp = np.asarray(fp, dtype=np.float64)
-    # The np.maximum / np.minimum keep beta parameters valid in the branch np.where drops.
-    tpr_lo = np.where(tp > 0, stats.beta.ppf(tail, np.maximum(tp, 1), n_pos - tp + 1), 0.0)
-    fpr_hi = np.where(
-        fp < n_neg, stats.beta.ppf(1.0 - tail, fp + 1, np.maximum(n_neg - fp, 1)), 1.0
-    )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        flag_in = np.log(np.maximum(tpr_lo - delta, 0.0) / fpr_hi)
-        flag_out = np.log(np.maximum(1.0 - fpr_hi - delta, 0.0) / (1.0 - tpr_lo))
-    eps = np.nan_to_num(np.maximum(flag_in, flag_out), nan=0.0, neginf=0.0)
-    return np.maximum(eps, 0.0), tpr_lo, fpr_hi
-
-
-def two_point_epsilon_lower_bound(
-    scores: Any,
-    is_member: Any,
-    delta: float = 0.0,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> dict:
-    """Epsilon lower bound from one threshold test (Jagielski et al. 2020; Nasr et al. 2021).
-
-    A seeded split (stratified by label) makes a calibration half and an evaluation half.
-    On the calibration half, the threshold ``t`` (flag member when ``score >= t``) that
-    maximizes the same lower bound computed on calibration counts is chosen — the
-    bound, not the raw ratio, so that a threshold flagging zero non-members (infinite
-    point estimate) is not preferred. On the evaluation half only:
-
-    * ``FPR_hi``: one-sided Clopper–Pearson upper bound of the false-positive rate,
-    * ``TPR_lo``: one-sided Clopper–Pearson lower bound of the true-positive rate,
-
-    each at level ``1 - (1 - confidence) / 2`` so both hold jointly with probability
-    ``>= confidence`` (union bound). Then, from (eps, delta)-DP applied to the event
-    "flagged" and to its complement,
-
-        eps_lb = max(log((TPR_lo - delta) / FPR_hi), log((1 - FPR_hi - delta) / (1 - TPR_lo)), 0).
-
-    Assumes the evaluation canaries are independent trials of the same test; exact when
-    each canary is its own training run, a heuristic across canaries of a single run
-    (use :func:`one_run_epsilon_crossfit` for a bound that holds in one run).
-
-    Returns:
-        dict with ``epsilon_lb``, ``threshold``, ``tpr_lo``, ``fpr_hi``, ``tp``,
-        ``n_members_eval``, ``fp``, ``n_nonmembers_eval``, ``n_calibration``,
-        ``confidence``, ``delta``, ``seed``.
-    """
-    scores, labels = check_scores(scores, is_member)
-    delta = _check_delta(delta)
-    tail = (1.0 - _check_confidence(confidence)) / 2.0
-    if labels.sum() < 2 or (~labels).sum() < 2:
-        raise ValueError(
-            "the two-point bound needs at least 2 members and 2 non-members (one of each "
-            "per half)"
-        )
-    cal, ev = _stratified_halves(labels, seed)
-
-    cal_scores, cal_labels = scores[cal], labels[cal]
-    thresholds = np.unique(cal_scores)[::-1]
-    n_pos_cal, n_neg_cal = int(cal_labels.sum()), int((~cal_labels).sum())
-    tp_cal = n_pos_cal - np.searchsorted(np.sort(cal_scores[cal_labels]), thresholds)
-    fp_cal = n_neg_cal - np.searchsorted(np.sort(cal_scores[~cal_labels]), thresholds)
-    eps_cal, _, _ = _two_point_eps(tp_cal, n_pos_cal, fp_cal, n_neg_cal, delta, tail)
-    threshold = float(thresholds[int(np.argmax(eps_cal))])
-
-    ev_scores, ev_labels = scores[ev], labels[ev]
-    n_pos, n_neg = int(ev_labels.sum()), int((~ev_labels).sum())
-    tp = int((ev_scores[ev_labels] >= threshold).sum())
-    fp = int((ev_scores[~ev_labels] >= threshold).sum())
-    eps, tpr_lo, fpr_hi = _two_point_eps(np.array([tp]), n_pos, np.array([fp]), n_neg, delta, tail)
-    return {
-        "epsilon_lb": float(eps[0]),
-        "threshold": threshold,
-        "tpr_lo": float(tpr_lo[0]),
-        "fpr_hi": float(fpr_hi[0]),
-        "tp": tp,
-        "n_members_eval": n_pos,
-        "fp": fp,
-        "n_nonmembers_eval": n_neg,
-        "n_calibration": int(cal.size),
-        "confidence": float(confidence),
-        "delta": float(delta),
-        "seed": int(seed),
-    }
-
-
-# ----------------------------------------------------------------------- exposure
-
-
-@dataclass(frozen=True)
-class ExposureResult:
-    """Exposure (bits) of inserted canaries, Carlini et al. (2019).
-
-    Attributes:
-        exposures: float64 ``[n_members]``, one per inserted canary, in ``[0, cap]``.
-        extrapolated: bool ``[n_members]``, True where the skew-normal tail was used.
-        cap: ``log2 |S|``, the largest possible exposure.
-        n_reference: non-inserted canaries the ranks were estimated from.
-        method: ``"sampling"`` or ``"sampling+skewnorm"`` (some canaries extrapolated),
-            or ``"exact-rank"`` for :func:`exposure_from_ranks`.
-    """
-
-    exposures: np.ndarray
-    extrapolated: np.ndarray
-    cap: float
-    n_reference: int
-    method: str
-
-    @property
-    def max(self) -> float:
-        return float(np.max(self.exposures))
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.exposures))
-
-    def to_dict(self) -> dict:
-        """JSON-able dict (per-canary values as lists)."""
-        return {
-            "exposures": [float(x) for x in self.exposures],
-            "extrapolated": [bool(x) for x in self.extrapolated],
-            "cap": float(self.cap),
-            "n_reference": int(self.n_reference),
-            "method": self.method,
-            "max": self.max,
-            "mean": self.mean,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ExposureResult":
-        """Inverse of :meth:`to_dict` (``max``/``mean`` are recomputed)."""
-        try:
-            return cls(
-                exposures=np.asarray(data["exposures"], dtype=np.float64),
-                extrapolated=np.asarray(data["extrapolated"], dtype=bool),
-                cap=float(data["cap"]),
-                n_reference=int(data["n_reference"]),
-                method=str(data["method"]),
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"not an ExposureResult dict ({err!r})") from err
-
-
-def _check_space(secret_space_size: float) -> float:
-    size = float(secret_space_size)
-    if not size >= 2:
-        raise ValueError(f"secret_space_size must be >= 2, got {secret_space_size}")
-    return size
-
-
-def exposure_from_ranks(ranks: Any, secret_space_size: float) -> ExposureResult:
-    """Exposure from exact ranks: ``log2 |S| - log2 rank``.
-
-    ``ranks`` are 1-based positions of each inserted canary among all ``|S|`` candidate
-    secrets sorted by increasing NLL (rank 1 = the model's favourite), e.g. from
-    enumerating a small secret space.
-    """
-    size = _check_space(secret_space_size)
-    ranks = np.asarray(ranks, dtype=np.float64)
-    if ranks.ndim != 1 or ranks.size == 0:
-        raise ValueError(f"ranks must be a non-empty 1-D array, got shape {ranks.shape}")
-    if np.any(~np.isfinite(ranks)) or np.any(ranks < 1) or np.any(ranks > size):
-        raise ValueError(f"ranks must lie in [1, |S| = {size:g}]")
-    cap = math.log2(size)
-    return ExposureResult(
-        exposures=cap - np.log2(ranks),
-        extrapolated=np.zeros(ranks.size, dtype=bool),
-        cap=cap,
-        n_reference=0,
-        method="exact-rank",
-    )
-
-
-def exposure(
-    member_nll: Any, nonmember_nll: Any, secret_space_size: float
-) -> ExposureResult:
-    """Exposure of inserted canaries, ranked among non-inserted ones of the same template.
-
-    ``member_nll`` ``[n_members]`` and ``nonmember_nll`` ``[n_reference]`` are each
-    canary's total NLL of its secret (log-perplexity; any log base). Non-inserted canaries
-    are random draws from the same secret space ``S`` (``|S| = secret_space_size``; call
-    once per template), so
-    the fraction ``p`` of them with NLL <= a canary's NLL estimates ``rank / |S|`` and
-
-        exposure = log2 |S| - log2(|S| * p) = -log2 p,   capped at log2 |S|.
-
-    Ties count against the canary (conservative). Limits: with ``n`` references the
-    sampled estimate is at most ``log2 n`` and its relative error grows as ``p`` shrinks.
-    When a canary's NLL is below every reference (``p = 0``), a skew-normal is fitted to
-    the reference NLLs (as Carlini et al. do) and ``exposure = -log2 CDF(nll)``, floored
-    at ``log2 n`` (it beat all ``n`` samples) and capped at ``log2 |S|``; this tail
-    extrapolation is a model, not a measurement, and is flagged in ``extrapolated``.
-    """
-    size = _check_space(secret_space_size)
-    members = np.asarray(member_nll, dtype=np.float64)
-    reference = np.asarray(nonmember_nll, dtype=np.float64)
-    for name, arr, need in (("member_nll", members, 1), ("nonmember_nll", reference, 2)):
-        if arr.ndim != 1 or arr.size < need:
-            raise ValueError(
-                f"{name} must be 1-D with at least {need} value(s), got shape {arr.shape}"
-            )
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(
-                f"{name} has {int((~np.isfinite(arr)).sum())} non-finite value(s); secret "
-                "NLLs must be finite"
-            )
-    cap = math.log2(size)
-    n_ref = reference.size
-    at_or_below = np.searchsorted(np.sort(reference), members, side="right")
-    beyond = at_or_below == 0
-    with np.errstate(divide="ignore"):
-        exposures = -np.log2(at_or_below / n_ref)
-    if beyond.any():
-        params = stats.skewnorm.fit(reference)
-        log_cdf = stats.skewnorm.logcdf(members[beyond], *params)
-        exposures[beyond] = np.maximum(-log_cdf / math.log(2.0), math.log2(n_ref))
-    exposures = np.clip(exposures, 0.0, cap)
-    return ExposureResult(
-        exposures=exposures,
-        extrapolated=beyond,
-        cap=cap,
-        n_reference=n_ref,
-        method="sampling+skewnorm" if beyond.any() else "sampling",
-    )
-
-
-# ----------------------------------------------------------------------- planning
 
 
 def canaries_needed_for_epsilon(
