@@ -15,12 +15,17 @@ from .registry import AttackContext, register
 
 
 def _lowest_k_mean(values: torch.Tensor, mask: torch.Tensor, k: float) -> np.ndarray:
-    """Mean of the ``ceil(k * len)`` smallest scored values per row, shape ``[N]``."""
+    """Mean of the ``max(1, floor(k * len))`` smallest scored values per row, shape ``[N]``.
+
+    ``floor`` is the published Min-K% definition (Shi et al. 2024; MIMIR keeps
+    ``int(k * len)`` tokens); at least one token is kept, so a short secret with
+    ``k * len < 1`` is scored by its least likely token instead of not at all.
+    """
     if not 0.0 < k <= 1.0:
         raise ValueError(f"k must be a fraction in (0, 1], got {k}")
     filled = torch.where(mask, values.double(), torch.full_like(values, float("inf"), dtype=torch.float64))
     ordered, _ = torch.sort(filled, dim=1)
-    counts = torch.ceil(mask.sum(dim=1).double() * k).clamp(min=1).long()
+    counts = torch.floor(mask.sum(dim=1).double() * k + 1e-9).clamp(min=1).long()
     keep = torch.arange(values.shape[1]).unsqueeze(0) < counts.unsqueeze(1)
     return (torch.where(keep, ordered, torch.zeros_like(ordered)).sum(dim=1) / counts).numpy()
 
