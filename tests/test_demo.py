@@ -10,6 +10,7 @@ import torch
 
 from mia_guard.cli import build_parser, main
 from mia_guard.experiments.demo import DemoConfig, run_demo
+from mia_guard.gate import example_policy_path
 from mia_guard.report.files import load_report
 
 torch.set_num_threads(1)
@@ -27,6 +28,10 @@ def test_short_demo_writes_every_output(tmp_path):
     text = "\n".join(lines)
     assert "step 20: member loss" in text and "seq_lira" in text  # a leakage table per audit
     assert f"mia-guard gate: {outcome.decision.verdict.upper()}" in text
+    # the printed exit code is the gate command's, on this very report, and the demo says its own is 0
+    assert f"exits {outcome.decision.exit_code}.)" in text and "The demo itself ends with exit 0" in text
+    policy = str(example_policy_path())
+    assert main(["gate", str(tmp_path / "demo" / "mia" / "report.json"), "--policy", policy]) == outcome.decision.exit_code
 
     mia = tmp_path / "demo" / "mia"
     report = load_report(mia / "report.json")

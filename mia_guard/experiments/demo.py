@@ -320,7 +320,12 @@ def _summary(history: Any, decision: Any, config: DemoConfig, report: dict[str, 
             f"{last.metrics[best].auc} at step {last.step}"
         )
     if decision is not None:
-        lines += ["", decision.explain()]
+        lines += [
+            "",
+            decision.explain(),
+            f"(The demo itself ends with exit 0. In CI, `mia-guard gate {report['json']} --policy "
+            f"{example_policy_path()}` judges this model and exits {decision.exit_code}.)",
+        ]
     lines += [
         "",
         f"report:      {report['markdown']}  (and report.json, leakage.png, roc.png)",
