@@ -2,21 +2,26 @@
 
 An analysis is ``fn(AnalysisInput) -> JSON-able dict``, registered by name with
 :func:`register_analysis`; the Auditor stores its output in ``AuditResult.extras[name]``.
+Analyses are plug-ins of a :class:`~mia_guard.plugins.Registry` (:data:`ANALYSES`), the
+same mechanism as attacks: the built-ins (:data:`BUILTIN_ANALYSES`) are imported on first
+use, other packages register theirs with :func:`register_analysis` or an entry point in
+the ``mia_guard.analyses`` group. This module imports none of them.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from ..canaries.canary_set import CanarySet
-from ..scoring.token_stats import TokenStats
+from ..plugins import Registry
 
-#: name -> fn(AnalysisInput) -> JSON-able dict, stored in ``AuditResult.extras[name]``.
-ANALYSES: dict[str, Callable[["AnalysisInput"], dict]] = {}
+if TYPE_CHECKING:
+    from ..canaries.canary_set import CanarySet
+    from ..scoring.token_stats import TokenStats
+
+AnalysisFn = Callable[["AnalysisInput"], dict]
 
 
 @dataclass(frozen=True)
@@ -38,24 +43,36 @@ class AnalysisInput:
     seed: int
 
 
-def register_analysis(name: str) -> Callable:
-    """Decorator: register ``fn(AnalysisInput) -> dict`` as an analysis the Auditor can run."""
+#: The built-in analyses and the module whose import registers each (loaded on first use).
+BUILTIN_ANALYSES: dict[str, str] = {
+    "privacy": "mia_guard.analyses.privacy",
+    "image": "mia_guard.analyses.images",
+    "profile": "mia_guard.analyses.profile",
+}
 
-    def decorator(fn: Callable[[AnalysisInput], dict]) -> Callable[[AnalysisInput], dict]:
-        ANALYSES[name] = fn
+#: Every analysis by name: registered here, built in, or from the ``mia_guard.analyses`` entry-point group.
+ANALYSES: Registry[AnalysisFn] = Registry("analysis", "mia_guard.analyses", BUILTIN_ANALYSES)
+
+
+def register_analysis(name: str, *, overwrite: bool = False) -> Callable[[AnalysisFn], AnalysisFn]:
+    """Decorator: register ``fn(AnalysisInput) -> dict`` as analysis ``name`` (a taken name needs ``overwrite=True``)."""
+
+    def decorator(fn: AnalysisFn) -> AnalysisFn:
+        ANALYSES.add(name, fn, overwrite=overwrite)
         return fn
 
     return decorator
 
 
-#: Modules whose import registers the built-in analyses (optional ones may be absent).
-BUILTIN_ANALYSIS_MODULES: tuple[str, ...] = (
-    "mia_guard.analyses.privacy",
-    "mia_guard.analyses.images",
-    "mia_guard.analyses.profile",
-)
+def get(name: str) -> AnalysisFn:
+    """The analysis called ``name`` (its module is imported on first use).
+
+    Raises:
+        mia_guard.plugins.UnknownNameError: no such analysis (the message lists the available ones).
+    """
+    return ANALYSES.get(name)
 
 
-def load_builtin_analyses() -> None:
-    for module in BUILTIN_ANALYSIS_MODULES:
-        importlib.import_module(module)
+def available() -> list[str]:
+    """Names of all available analyses, sorted (imports none of them)."""
+    return ANALYSES.names()

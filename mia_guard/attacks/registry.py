@@ -8,17 +8,25 @@ Attacks that learn from membership labels (``supervised=True``) receive
 ``ctx.is_member`` and must cross-fit (see :mod:`mia_guard.attacks.crossfit`): no
 canary's score may depend on its own label. Unsupervised attacks get
 ``ctx.is_member = None``.
+
+Attacks are plug-ins of a :class:`~mia_guard.plugins.Registry` (:data:`ATTACKS`): the
+built-ins are listed in :data:`BUILTIN_ATTACKS` and imported on first use; other
+packages add theirs with :func:`register` or an entry point in the ``mia_guard.attacks``
+group (docs/architecture.md). This module imports none of them.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from ..scoring.token_stats import TokenStats
+from ..plugins import Registry
+
+if TYPE_CHECKING:
+    from ..scoring.token_stats import TokenStats
 
 #: Requirements an attack may declare; the Auditor skips (and reports) attacks whose needs are unmet.
 NEEDS = frozenset({"reference", "history", "texts"})
@@ -104,7 +112,19 @@ class Attack:
         return scores
 
 
-_REGISTRY: dict[str, Attack] = {}
+#: The built-in attacks and the module whose import registers each (loaded on first use).
+BUILTIN_ATTACKS: dict[str, str] = {
+    **dict.fromkeys(("loss", "zlib", "min_k", "min_k_plus_plus", "reference"), "mia_guard.attacks.reference_free"),
+    **dict.fromkeys(("lira_online", "lira_offline", "lira_online_ref"), "mia_guard.attacks.lira"),
+    **dict.fromkeys(("seq_lira", "seq_lira_offline", "seq_lira_diag", "seq_lira_ref"),
+                    "mia_guard.attacks.sequence_lira"),
+    **dict.fromkeys(("seq_lira_pooled", "seq_lira_tokencal", "lira_tokencal"), "mia_guard.attacks.sequence_variants"),
+    **dict.fromkeys(("trajectory_logreg", "trajectory_rnn"), "mia_guard.attacks.trajectory"),
+    **dict.fromkeys(("classifier_logreg", "classifier_mlp", "shadow_classifier"), "mia_guard.attacks.learned"),
+}
+
+#: Every attack by name: registered here, built in, or from the ``mia_guard.attacks`` entry-point group.
+ATTACKS: Registry[Attack] = Registry("attack", "mia_guard.attacks", BUILTIN_ATTACKS)
 
 
 def register(
@@ -128,29 +148,22 @@ def register(
         raise ValueError(f"unknown attack needs {sorted(unknown)}; allowed: {sorted(NEEDS)}")
 
     def decorator(fn: AttackFn) -> AttackFn:
-        if name in _REGISTRY and not overwrite:
-            raise ValueError(f"an attack named {name!r} is already registered; pass overwrite=True to replace it")
         doc = description if description is not None else (fn.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY[name] = Attack(name, fn, supervised, frozenset(needs), doc)
+        ATTACKS.add(name, Attack(name, fn, supervised, frozenset(needs), doc), overwrite=overwrite)
         return fn
 
     return decorator
 
 
 def get(name: str) -> Attack:
-    """The registered attack called ``name``."""
-    _load_builtin_attacks()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown attack {name!r}; available: {', '.join(available())}") from None
+    """The attack called ``name`` (its module is imported on first use).
+
+    Raises:
+        mia_guard.plugins.UnknownNameError: no such attack (the message lists the available ones).
+    """
+    return ATTACKS.get(name)
 
 
 def available() -> list[str]:
-    """Names of all registered attacks, sorted."""
-    _load_builtin_attacks()
-    return sorted(_REGISTRY)
-
-
-def _load_builtin_attacks() -> None:
-    from . import _builtin  # noqa: F401  (imports register the built-in attack modules)
+    """Names of all available attacks, sorted (imports none of them)."""
+    return ATTACKS.names()

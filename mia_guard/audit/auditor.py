@@ -14,7 +14,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .. import attacks as attack_registry
-from ..analyses.registry import ANALYSES, AnalysisInput, load_builtin_analyses
+from ..analyses import registry as analysis_registry
+from ..analyses.registry import AnalysisInput
 from ..attacks.crossfit import stratified_folds
 from ..attacks.registry import AttackContext
 from ..canaries.canary_set import CanarySet
@@ -100,11 +101,7 @@ class Auditor:
         self.scoring_options = dict(batch_size=batch_size, chunk_size=chunk_size, device=device, progress=progress)
         self.n_folds = n_folds
         self.seed = seed
-        load_builtin_analyses()
-        unknown_analyses = [a for a in analyses if a not in ANALYSES]
-        if unknown_analyses:
-            raise ValueError(f"unknown analyses {unknown_analyses}; available: {sorted(ANALYSES)}")
-        self.analyses = tuple(analyses)
+        self.analyses = {name: analysis_registry.get(name) for name in analyses}  # raises on unknown names
         self.analysis_options = dict(analysis_options or {})
         self.history = AuditHistory(canaries.content_hash, canaries.is_member, self.fprs, confidence)
 
@@ -164,11 +161,11 @@ class Auditor:
                 attack.name, valid_scores, is_member[valid], self.fprs, self.confidence, seed=self.seed, folds=folds
             )
         extras = {
-            name: ANALYSES[name](
+            name: analysis(
                 AnalysisInput(stats, scores, metrics, is_member, valid, self.canaries, int(step), self.confidence,
                               self.analysis_options, self.seed)
             )
-            for name in self.analyses
+            for name, analysis in self.analyses.items()
         }
         per_canary_nll = stats.masked_mean("nll")
         result = AuditResult(
