@@ -25,6 +25,7 @@ _EXPORTS = {
     "score_tokens": "mia_guard.scoring.forward",
     "encode_canaries": "mia_guard.canaries.encoding",
     "Auditor": "mia_guard.audit.auditor",
+    "AuditConfig": "mia_guard.audit.config",
     "AuditResult": "mia_guard.audit.result",
     "AuditHistory": "mia_guard.audit.result",
     "MIAAuditCallback": "mia_guard.callbacks.hf_trainer",

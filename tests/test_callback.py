@@ -8,7 +8,8 @@ import pytest
 import torch
 from trainer_runs import canaries, make_trainer
 
-from mia_guard import AuditHistory, CanarySet
+from mia_guard import AuditHistory, Auditor, CanarySet
+from mia_guard.experiments.demo_assets import byte_tokenizer
 from mia_guard.callbacks import MIAAuditCallback
 from mia_guard.report.files import load_report
 from mia_guard.scoring.guards import opacus_hooks_disabled, unwrap_model
@@ -99,13 +100,28 @@ def test_blocking_policy_stops_training(tmp_path, trained_lm):
 
 
 def test_state_is_json_and_rebuilds_the_callback(tmp_path):
-    callback = _callback(tmp_path, every_n_steps=3, attacks=["loss", "min_k"], fprs=[0.1])
+    callback = _callback(tmp_path, every_n_steps=3, attacks=["loss", "min_k"], fprs=[0.1], analyses=["privacy"],
+                         n_folds=3, seed=4, tokenizer=byte_tokenizer())
     make_trainer(tmp_path, [callback], max_steps=3).train()
     state = json.loads(json.dumps(callback.state()))
     rebuilt = MIAAuditCallback(**state["args"])
     assert rebuilt.canaries.content_hash == callback.canaries.content_hash
-    assert (rebuilt.every_n_steps, rebuilt.attacks, rebuilt.fprs) == (3, ["loss", "min_k"], [0.1])
-    assert str(rebuilt.output_dir) == str(tmp_path / "mia")
+    assert rebuilt.every_n_steps == 3 and str(rebuilt.output_dir) == str(tmp_path / "mia")
+    assert rebuilt.config == callback.config  # every audit option, analyses, folds and seed included
+    assert (rebuilt.config.analyses, rebuilt.config.n_folds, rebuilt.config.seed) == (("privacy",), 3, 4)
+    identity = state["attributes"]["tokenizer_identity"]
+    assert identity["class"] == type(byte_tokenizer()).__name__ and len(identity["canary_tokens_sha256"]) == 64
+
+
+def test_audit_options_conflicts_and_misspellings_are_refused(tmp_path):
+    with pytest.raises(TypeError, match=r"unknown option 'every_n_step' \(did you mean 'every_n_steps'\?\)"):
+        MIAAuditCallback(canaries(), every_n_step=5)
+    with pytest.raises(TypeError, match=r"unknown option 'attack' \(did you mean 'attacks'\?\)"):
+        MIAAuditCallback(canaries(), attack=["loss"])
+    auditor = Auditor(canaries(), byte_tokenizer(), attacks=["loss"])
+    with pytest.raises(TypeError, match="either auditor"):
+        MIAAuditCallback(auditor=auditor, seed=3)
+    assert MIAAuditCallback(auditor=auditor).config is auditor.config
 
 
 def test_resume_from_checkpoint_continues_the_curve(tmp_path):

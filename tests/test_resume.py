@@ -75,6 +75,69 @@ def test_interrupted_and_resumed_run_has_the_uninterrupted_curve(tmp_path):
     assert got == pytest.approx(expected, abs=1e-6)
 
 
+def test_trainer_rebuilds_the_callback_from_the_checkpoint_with_its_whole_config(tmp_path):
+    """The Trainer's own stateful-callback mechanism (``restore_callback_states_from_checkpoint``)
+    rebuilds the callback from ``TrainerState.stateful_callbacks``: the restored callback has
+    the original config (analyses, folds, seed, explicit tokenizer included) and draws the
+    uninterrupted curve, privacy figures and gate verdicts."""
+    options = dict(
+        attacks=["loss", "min_k", "lira_online"], attack_params={"min_k": {"k": 0.3}}, fprs=[0.05, 0.1],
+        confidence=0.9, n_folds=3, seed=7, analyses=["privacy"], analysis_options={"delta": 1e-4}, batch_size=16,
+    )
+
+    def callback(out) -> MIAAuditCallback:
+        return MIAAuditCallback(canaries(), byte_tokenizer(), every_n_steps=2, output_dir=out / "mia",
+                                tensorboard=False, progress=False, policy={"max_epsilon_lower_bound": 50.0, "confidence": 0.9},
+                                **options)
+
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    reference = callback(straight)
+    make_trainer(straight, [reference], max_steps=6).train()
+    first = callback(broken)
+    with pytest.raises(SimulatedCrash):
+        make_trainer(broken, [first, CrashAt(5)], max_steps=6, save_strategy="steps", save_steps=3,
+                     restore_callback_states_from_checkpoint=True).train()
+    saved = json.loads((broken / "checkpoint-3" / "trainer_state.json").read_text())
+    assert saved["stateful_callbacks"]["MIAAuditCallback"]["args"]["config"] == first.config.to_dict()
+
+    # a new process: the script's callback has default options; the Trainer replaces it with the checkpoint's
+    placeholder = MIAAuditCallback(canaries(), progress=False)
+    trainer = make_trainer(broken, [placeholder], max_steps=6, restore_callback_states_from_checkpoint=True)
+    trainer.train(resume_from_checkpoint=str(broken / "checkpoint-3"))
+    (restored,) = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, MIAAuditCallback)]
+    assert restored is not placeholder
+    assert restored.config == reference.config
+    assert (restored.config.analyses, restored.config.n_folds, restored.config.seed) == (("privacy",), 3, 7)
+    assert restored.tokenizer_identity == first.tokenizer_identity
+    assert restored.history.steps == reference.history.steps == [0, 2, 4, 6]
+    for got, expected in zip(restored.history, reference.history):
+        assert set(got.metrics) == {"loss", "min_k", "lira_online"} and sorted(got.metrics["loss"].tpr_at_fpr) == [0.05, 0.1]
+        for name, scores in expected.scores.items():
+            np.testing.assert_allclose(got.scores[name], scores, atol=1e-6, rtol=0, err_msg=f"{name}@{got.step}")
+        assert got.extras["privacy"]["epsilon_lb_one_run"] == pytest.approx(
+            expected.extras["privacy"]["epsilon_lb_one_run"], abs=1e-6)
+    assert restored.last_decision.verdict == reference.last_decision.verdict
+    assert restored.last_decision.verdict != "inconclusive"  # the privacy rule had its figure
+
+
+def test_restored_callback_refuses_a_tokenizer_that_encodes_the_canaries_differently(tmp_path):
+    first = MIAAuditCallback(canaries(), every_n_steps=2, output_dir=tmp_path / "mia", tensorboard=False,
+                             progress=False)
+    make_trainer(tmp_path, [first], max_steps=3, save_strategy="steps", save_steps=3).train()
+    state = json.loads((tmp_path / "checkpoint-3" / "trainer_state.json").read_text())
+    restored = MIAAuditCallback(**state["stateful_callbacks"]["MIAAuditCallback"]["args"])
+    restored.tokenizer_identity = state["stateful_callbacks"]["MIAAuditCallback"]["attributes"]["tokenizer_identity"]
+
+    class UpperCaseBytes(type(byte_tokenizer())):  # another tokenizer: other ids for the same canaries
+        def __call__(self, text, **kwargs):
+            return super().__call__(text.upper(), **kwargs)
+
+    trainer = make_trainer(tmp_path, [restored], max_steps=4)
+    trainer.processing_class = trainer.callback_handler.processing_class = UpperCaseBytes(extra_ids=0)
+    with pytest.raises(ValueError, match="encodes the canaries differently"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-3"))
+
+
 def test_audit_loop_resumes_the_curve_at_the_checkpoint_step(tmp_path):
     model = tiny_gpt2(n_layer=1, n_embd=32)
     first = AuditLoop(canaries(), byte_tokenizer(), every_n_steps=2, output_dir=tmp_path / "mia")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
-from .. import attacks as attack_registry
 from ..analyses import registry as analysis_registry
 from ..analyses.registry import AnalysisInput
+from ..attacks import registry as attack_registry
 from ..attacks.crossfit import stratified_folds
 from ..attacks.registry import AttackContext
 from ..canaries.canary_set import CanarySet
@@ -24,11 +24,10 @@ from ..scoring.forward import score_tokens
 from ..scoring.token_stats import TokenStats
 from ..stats.estimate import mean_with_ci
 from ..stats.metrics import summarize_attack
+from .config import DEFAULT_ATTACKS, DEFAULT_FPRS, REFERENCE_MODES, AuditConfig, config_from_call
 from .result import AuditHistory, AuditResult
 
-DEFAULT_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference", "lira_online", "seq_lira")
-DEFAULT_FPRS = (0.001, 0.01, 0.1)
-REFERENCE_MODES = ("first_audit", "none")
+__all__ = ["Auditor", "AuditConfig", "DEFAULT_ATTACKS", "DEFAULT_FPRS", "REFERENCE_MODES"]
 
 
 class Auditor:
@@ -37,19 +36,16 @@ class Auditor:
     Args:
         canaries: the CanarySet whose members were inserted into training.
         tokenizer: the training tokenizer (not needed for token-only canaries).
-        attacks: names of registered attacks (see ``mia_guard.attacks.available()``).
-        attack_params: extra keyword arguments per attack, e.g. ``{"min_k": {"k": 0.1}}``.
-        fprs: false-positive rates at which TPR is reported.
-        confidence: confidence level of every interval.
-        reference: ``"first_audit"`` uses the first audited model (step 0, before
-            training) as the reference for calibrated attacks; ``"none"`` disables it;
-            :meth:`set_reference` sets one explicitly.
-        batch_size, chunk_size, device, progress: passed to :func:`score_tokens`.
-        prefix_tokens: leave this many leading tokens of text/token canaries unscored.
-        n_folds: cross-fitting folds for attacks that learn from labels.
-        seed: seed for folds and bootstrap intervals.
-        analyses: names of registered analyses to run after the attacks (results in
-            ``AuditResult.extras[name]``), with ``analysis_options`` passed to each.
+        config: the audit's :class:`~mia_guard.audit.config.AuditConfig` (attacks, FPR
+            levels, confidence, folds, seed, analyses, reference mode, batch sizes...);
+            default ``AuditConfig()``.
+        device: where the model runs while scoring (default: the model's device).
+        progress: show a progress bar while scoring.
+        **options: fields of :class:`~mia_guard.audit.config.AuditConfig` replacing those of
+            ``config``, e.g. ``Auditor(canaries, tok, attacks=["loss"], seed=3)``.
+
+    With ``reference="first_audit"`` the first audited model (step 0, before training)
+    is the reference of calibrated attacks; :meth:`set_reference` sets one explicitly.
     """
 
     def __init__(
@@ -57,53 +53,41 @@ class Auditor:
         canaries: CanarySet,
         tokenizer: Any = None,
         *,
-        attacks: Sequence[str] = DEFAULT_ATTACKS,
-        attack_params: Mapping[str, Mapping[str, Any]] | None = None,
-        fprs: Sequence[float] = DEFAULT_FPRS,
-        confidence: float = 0.95,
-        reference: str = "first_audit",
-        batch_size: int | None = None,
-        chunk_size: int | None = None,
+        config: AuditConfig | Mapping[str, Any] | None = None,
         device: Any = None,
         progress: bool = False,
-        prefix_tokens: int = 0,
-        n_folds: int = 5,
-        seed: int = 0,
-        analyses: Sequence[str] = (),
-        analysis_options: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> None:
         if not isinstance(canaries, CanarySet):
             raise TypeError(f"canaries must be a mia_guard.CanarySet, got {type(canaries).__name__}")
-        if reference not in REFERENCE_MODES:
-            raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {reference!r}")
-        if not 0.5 <= confidence < 1:
-            raise ValueError(f"confidence must be in [0.5, 1), got {confidence}")
-        bad_fprs = [f for f in fprs if not 0 < f < 1]
-        if bad_fprs:
-            raise ValueError(f"FPR levels must be in (0, 1), got {bad_fprs}")
-        duplicates = sorted({name for name in attacks if list(attacks).count(name) > 1})
-        if duplicates:
-            raise ValueError(f"attacks {duplicates} are listed more than once; list each attack once")
-        self.attacks = [attack_registry.get(name) for name in attacks]  # raises on unknown names
-        self.attack_params = {k: dict(v) for k, v in (attack_params or {}).items()}
-        unknown = set(self.attack_params) - set(attacks)
-        if unknown:
-            raise ValueError(f"attack_params given for attacks not in the list: {sorted(unknown)}")
+        self.config = config_from_call(Auditor, config, options)
         if canaries.is_member.all() or not canaries.is_member.any():
             raise ValueError("the canary split has no members or no non-members; membership cannot be measured")
+        self.attacks = [attack_registry.get(name) for name in self.config.attacks]
+        self.analyses = {name: analysis_registry.get(name) for name in self.config.analyses}
         self.canaries = canaries
         self.tokenizer = tokenizer
-        self.encoded = encode_canaries(canaries, tokenizer, prefix_tokens=prefix_tokens)
-        self.fprs = tuple(sorted(fprs))
-        self.confidence = confidence
-        self.reference_mode = reference
+        self.encoded = encode_canaries(canaries, tokenizer, prefix_tokens=self.config.prefix_tokens)
+        self.device = device
+        self.progress = progress
         self.reference_stats: TokenStats | None = None
-        self.scoring_options = dict(batch_size=batch_size, chunk_size=chunk_size, device=device, progress=progress)
-        self.n_folds = n_folds
-        self.seed = seed
-        self.analyses = {name: analysis_registry.get(name) for name in analyses}  # raises on unknown names
-        self.analysis_options = dict(analysis_options or {})
-        self.history = AuditHistory(canaries.content_hash, canaries.is_member, self.fprs, confidence)
+        self.history = AuditHistory(canaries.content_hash, canaries.is_member, self.fprs, self.confidence)
+
+    @property
+    def fprs(self) -> tuple[float, ...]:
+        """The FPR levels of every audit, sorted (``config.fprs``)."""
+        return self.config.fprs
+
+    @property
+    def confidence(self) -> float:
+        """The confidence level of every interval (``config.confidence``)."""
+        return self.config.confidence
+
+    @property
+    def scoring_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`~mia_guard.scoring.forward.score_tokens`: batch and chunk size, device, progress."""
+        return dict(batch_size=self.config.batch_size, chunk_size=self.config.chunk_size, device=self.device,
+                    progress=self.progress)
 
     # ------------------------------------------------------------------ public
     def score(self, model: Any) -> TokenStats:
@@ -128,7 +112,8 @@ class Auditor:
         if stats.num_canaries != len(self.canaries):
             raise ValueError(f"statistics cover {stats.num_canaries} canaries, expected {len(self.canaries)}")
         started = time.perf_counter()
-        if self.reference_mode == "first_audit" and self.reference_stats is None:
+        config = self.config
+        if config.reference == "first_audit" and self.reference_stats is None:
             self.reference_stats = stats
         notes: list[str] = []
         valid = ~stats.nonfinite_canaries()
@@ -148,7 +133,7 @@ class Auditor:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
-                    valid_scores = attack(ctx, **self.attack_params.get(attack.name, {}))
+                    valid_scores = attack(ctx, **config.params_for(attack.name))
                 except ValueError as err:  # e.g. too few canaries to cross-fit
                     skipped[attack.name] = str(err)
                     continue
@@ -156,14 +141,15 @@ class Auditor:
             full = np.full(len(self.canaries), np.nan)
             full[valid] = valid_scores
             scores[attack.name] = full
-            folds = stratified_folds(is_member[valid], self.n_folds, self.seed) if attack.supervised else None
+            folds = stratified_folds(is_member[valid], config.n_folds, config.seed) if attack.supervised else None
             metrics[attack.name] = summarize_attack(
-                attack.name, valid_scores, is_member[valid], self.fprs, self.confidence, seed=self.seed, folds=folds
+                attack.name, valid_scores, is_member[valid], config.fprs, config.confidence, seed=config.seed,
+                folds=folds,
             )
         extras = {
             name: analysis(
-                AnalysisInput(stats, scores, metrics, is_member, valid, self.canaries, int(step), self.confidence,
-                              self.analysis_options, self.seed)
+                AnalysisInput(stats, scores, metrics, is_member, valid, self.canaries, int(step), config.confidence,
+                              config.analysis_inputs(), config.seed)
             )
             for name, analysis in self.analyses.items()
         }
@@ -195,6 +181,6 @@ class Auditor:
             history=[r.stats.subset(valid) for r in past],
             history_steps=[r.step for r in past],
             is_member=self.canaries.is_member[valid],
-            n_folds=self.n_folds,
-            seed=self.seed,
+            n_folds=self.config.n_folds,
+            seed=self.config.seed,
         )

@@ -4,7 +4,7 @@ For in-distribution canaries (held-out documents, image token sequences), an att
 who knows the beginning of a document prompts with it and looks at how well the model
 continues. :func:`prefix_sensitivity` measures every attack with the first ``L``
 tokens of each canary given as unscored context, for each ``L`` in ``prefix_lengths``
-(``Auditor(prefix_tokens=L, reference="none")`` per length).
+(``AuditConfig(prefix_tokens=L, reference="none")`` per length).
 
 The model runs once: the per-token statistics of the continuation after ``L`` tokens
 are the statistics of the whole canary with the first positions dropped
@@ -27,7 +27,8 @@ import torch
 from ..canaries.canary_set import CanarySet
 from ..canaries.encoding import encode_canaries
 from ..scoring.token_stats import TokenStats
-from .auditor import DEFAULT_FPRS, Auditor
+from .auditor import Auditor
+from .config import AuditConfig, config_from_call
 
 DEFAULT_PREFIX_LENGTHS = (0, 8, 16, 32)
 DEFAULT_PREFIX_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
@@ -82,18 +83,12 @@ def prefix_sensitivity(
     canaries: CanarySet,
     tokenizer: Any = None,
     prefix_lengths: Sequence[int] = DEFAULT_PREFIX_LENGTHS,
-    attacks: Sequence[str] = DEFAULT_PREFIX_ATTACKS,
     *,
-    attack_params: Mapping[str, Mapping[str, Any]] | None = None,
-    fprs: Sequence[float] = DEFAULT_FPRS,
-    confidence: float = 0.95,
+    config: AuditConfig | Mapping[str, Any] | None = None,
     min_continuation: int = 1,
     step: int = 0,
-    batch_size: int | None = None,
-    chunk_size: int | None = None,
     device: Any = None,
-    n_folds: int = 5,
-    seed: int = 0,
+    **options: Any,
 ) -> dict:
     """Attack figures per prefix length, as a JSON-able dict (see the module docstring).
 
@@ -103,11 +98,14 @@ def prefix_sensitivity(
             only, whatever the prefix, and are refused).
         tokenizer: the training tokenizer (not needed for token canaries).
         prefix_lengths: numbers of leading canary tokens given as unscored context.
-        attacks, attack_params, fprs, confidence, n_folds, seed: as for :class:`~mia_guard.Auditor`.
+        config: the :class:`~mia_guard.audit.config.AuditConfig` of every row (its
+            ``reference`` and ``prefix_tokens`` are set per row: no reference, ``L``);
+            without one the attacks default to :data:`DEFAULT_PREFIX_ATTACKS`.
         min_continuation: canaries need at least this many scored tokens after the
             longest prefix, or they are left out of every row.
         step: the training step recorded with the figures.
-        batch_size, chunk_size, device: passed to the scoring.
+        device: where the model runs while scoring.
+        **options: fields of the config, e.g. ``attacks=["loss"], fprs=[0.1]``.
 
     Returns:
         ``{"prefix_lengths", "attacks", "confidence", "fprs", "n_canaries", "n_members",
@@ -116,6 +114,13 @@ def prefix_sensitivity(
         ``nonmember_nll`` and ``metrics`` (per attack, ``AttackMetrics.to_dict()``),
         ``skipped`` and ``notes``.
     """
+    fixed = sorted({"reference", "prefix_tokens"} & set(options))
+    if fixed:
+        raise TypeError(f"prefix_sensitivity sets {' and '.join(fixed)} per row (no reference, L tokens); leave "
+                        f"{'them' if len(fixed) > 1 else 'it'} out")
+    if config is None:
+        options.setdefault("attacks", DEFAULT_PREFIX_ATTACKS)
+    config = config_from_call(prefix_sensitivity, config, options)
     if canaries.kind == "templated":
         raise ValueError(
             "prefix sensitivity is for in-distribution (text or token) canaries; templated canaries are always "
@@ -134,19 +139,10 @@ def prefix_sensitivity(
             "tokens, no members or no non-members remain; use shorter prefixes or longer canaries"
         )
     kept = _subset(canaries, keep)
-    options = dict(
-        attacks=attacks,
-        attack_params=attack_params,
-        fprs=fprs,
-        confidence=confidence,
-        reference="none",
-        batch_size=batch_size,
-        chunk_size=chunk_size,
-        device=device,
-        n_folds=n_folds,
-        seed=seed,
-    )
-    auditors = {length: Auditor(kept, tokenizer, prefix_tokens=length, **options) for length in lengths}
+    auditors = {
+        length: Auditor(kept, tokenizer, config=config.replace(reference="none", prefix_tokens=length), device=device)
+        for length in lengths
+    }
     base = auditors[lengths[0]]
     full_stats = base.score(model)
     rows = []
@@ -168,9 +164,9 @@ def prefix_sensitivity(
         )
     return {
         "prefix_lengths": lengths,
-        "attacks": list(attacks),
-        "confidence": confidence,
-        "fprs": sorted(float(f) for f in fprs),
+        "attacks": list(config.attacks),
+        "confidence": config.confidence,
+        "fprs": list(config.fprs),
         "n_canaries": len(kept),
         "n_members": int(kept.is_member.sum()),
         "n_nonmembers": int((~kept.is_member).sum()),

@@ -41,22 +41,30 @@ uses it too), else ``args.logging_dir`` on transformers versions that have it, e
 Resuming: when training resumes from a checkpoint at step ``s`` and ``history.json``
 exists in ``output_dir``, the curve continues from it (audits after ``s`` are dropped).
 :meth:`MIAAuditCallback.state` follows transformers' stateful-callback contract:
-JSON-able ``args`` that rebuild the callback (the canaries by the path of
-``canaries.json``; the tokenizer is then the Trainer's ``processing_class``).
+JSON-able ``args`` that rebuild the callback, with its whole
+:class:`~mia_guard.audit.config.AuditConfig` and the canaries by the path of
+``canaries.json``. With ``TrainingArguments(restore_callback_states_from_checkpoint=True)``
+the Trainer rebuilds the callback from the checkpoint; the tokenizer is then the
+Trainer's ``processing_class``, checked against what the checkpoint recorded of the
+original one (it must encode the canaries identically).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from ..audit.auditor import DEFAULT_ATTACKS, DEFAULT_FPRS, Auditor
+from ..audit.auditor import Auditor
+from ..audit.config import AuditConfig, config_from_call
 from ..canaries.canary_set import CanarySet
+from ..canaries.encoding import EncodedCanaries
 from .session import AuditSession, load_policy, resolve_audit_inputs
 
 logger = logging.getLogger(__name__)
@@ -73,13 +81,13 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
             canary file written by ``CanarySet.save``. Not needed when ``auditor`` is given.
         tokenizer: the training tokenizer; default is the Trainer's ``processing_class``
             (not needed for token-only canaries).
+        config: the audit's :class:`~mia_guard.audit.config.AuditConfig` (attacks, FPR
+            levels, confidence, folds, seed, analyses, batch size...), or its dict.
         every_n_steps: audit when ``global_step`` is a multiple of this; ``None`` for no
             periodic audits.
         audit_on_train_begin: audit before the first update (the reference model).
         audit_on_evaluate: audit after every evaluation.
         audit_on_train_end: audit the final model.
-        attacks, attack_params, fprs, confidence, batch_size: passed to the
-            :class:`~mia_guard.audit.auditor.Auditor`.
         output_dir: directory for the audit files; default ``<args.output_dir>/mia``.
         policy: a ``mia_guard.gate.ReleasePolicy``, its dict, or the path of its TOML
             file; checked after every audit.
@@ -88,8 +96,10 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
         tensorboard: ``True`` for the Trainer's TensorBoard directory (see the module
             docstring), a directory path, or ``False`` for none.
         jsonl: write ``audits.jsonl``.
-        auditor: a configured Auditor to use instead of building one (then ``attacks``
-            etc. are ignored and ``canaries`` may be ``None``).
+        auditor: a configured Auditor to use instead of building one (then ``canaries``
+            may be ``None``, and neither ``config`` nor audit options may be given).
+        **options: fields of :class:`~mia_guard.audit.config.AuditConfig` replacing those
+            of ``config``, e.g. ``MIAAuditCallback(canaries, attacks=["loss"], seed=3)``.
     """
 
     def __init__(
@@ -97,15 +107,11 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
         canaries: CanarySet | str | os.PathLike | None = None,
         tokenizer: Any = None,
         *,
+        config: AuditConfig | Mapping[str, Any] | None = None,
         every_n_steps: int | None = 200,
         audit_on_train_begin: bool = True,
         audit_on_evaluate: bool = False,
         audit_on_train_end: bool = True,
-        attacks: Sequence[str] = DEFAULT_ATTACKS,
-        attack_params: Mapping[str, Mapping[str, Any]] | None = None,
-        fprs: Sequence[float] = DEFAULT_FPRS,
-        confidence: float = 0.95,
-        batch_size: int | None = None,
         output_dir: str | os.PathLike | None = None,
         policy: Any = None,
         stop_on_blocked: bool = False,
@@ -113,19 +119,21 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
         tensorboard: bool | str | os.PathLike = True,
         jsonl: bool = True,
         auditor: Auditor | None = None,
+        **options: Any,
     ) -> None:
-        canaries = resolve_audit_inputs("MIAAuditCallback", canaries, auditor, every_n_steps, stop_on_blocked, policy)
+        canaries = resolve_audit_inputs(
+            "MIAAuditCallback", canaries, auditor, every_n_steps, stop_on_blocked, policy,
+            configured=config is not None or bool(options),
+        )
         self.canaries = auditor.canaries if auditor is not None else canaries
+        self.config = auditor.config if auditor is not None else config_from_call(MIAAuditCallback, config, options)
         self.tokenizer = tokenizer
+        #: what identifies the audit's tokenizer (set when training begins, or restored from a checkpoint)
+        self.tokenizer_identity: dict | None = None
         self.every_n_steps = every_n_steps
         self.audit_on_train_begin = audit_on_train_begin
         self.audit_on_evaluate = audit_on_evaluate
         self.audit_on_train_end = audit_on_train_end
-        self.attacks = list(attacks)
-        self.attack_params = {k: dict(v) for k, v in (attack_params or {}).items()}
-        self.fprs = [float(f) for f in fprs]
-        self.confidence = float(confidence)
-        self.batch_size = batch_size
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.policy_source = _policy_source(policy)
         self.policy = load_policy(policy)
@@ -150,22 +158,27 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
         return self.session.last_decision if self.session is not None else None
 
     def state(self) -> dict:
-        """JSON-able state for checkpoints (transformers' ``ExportableState`` contract)."""
-        auditor = self.auditor
+        """JSON-able state for checkpoints (transformers' ``ExportableState`` contract).
+
+        ``args`` rebuild the callback: the whole :class:`~mia_guard.audit.config.AuditConfig`
+        (``config``), the training-loop options, and the canaries as the path of
+        ``canaries.json``. A tokenizer object cannot go into JSON: ``attributes`` record
+        what identifies it (``tokenizer_identity``: class, ``name_or_path``, vocabulary
+        size and a hash of the canaries' token ids), and a callback the Trainer restores
+        from a checkpoint (``TrainingArguments(restore_callback_states_from_checkpoint=True)``)
+        uses the Trainer's ``processing_class`` and refuses one that encodes the canaries
+        differently.
+        """
         canary_file = self.session.canary_path if self.session is not None else None
         output_dir = self.session.output_dir if self.session is not None else self.output_dir
         return {
             "args": {
                 "canaries": str(canary_file) if canary_file is not None else None,
+                "config": self.config.to_dict(),
                 "every_n_steps": self.every_n_steps,
                 "audit_on_train_begin": self.audit_on_train_begin,
                 "audit_on_evaluate": self.audit_on_evaluate,
                 "audit_on_train_end": self.audit_on_train_end,
-                "attacks": [a.name for a in auditor.attacks] if auditor is not None else self.attacks,
-                "attack_params": auditor.attack_params if auditor is not None else self.attack_params,
-                "fprs": list(auditor.fprs) if auditor is not None else self.fprs,
-                "confidence": auditor.confidence if auditor is not None else self.confidence,
-                "batch_size": self.batch_size,
                 "output_dir": str(output_dir) if output_dir is not None else None,
                 "policy": self.policy_source,
                 "stop_on_blocked": self.stop_on_blocked,
@@ -173,7 +186,7 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
                 "tensorboard": self.tensorboard if isinstance(self.tensorboard, bool) else str(self.tensorboard),
                 "jsonl": self.jsonl,
             },
-            "attributes": {"stopped_early": self.stopped_early},
+            "attributes": {"stopped_early": self.stopped_early, "tokenizer_identity": self.tokenizer_identity},
         }
 
     # ------------------------------------------------------------------ Trainer events
@@ -189,16 +202,10 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
                     "MIAAuditCallback needs a tokenizer for text canaries: pass tokenizer=... or give the Trainer "
                     "processing_class=tokenizer"
                 )
-            self.auditor = Auditor(
-                self.canaries,
-                tokenizer,
-                attacks=self.attacks,
-                attack_params=self.attack_params,
-                fprs=self.fprs,
-                confidence=self.confidence,
-                batch_size=self.batch_size,
-                progress=self.progress and is_main,
-            )
+            self.auditor = Auditor(self.canaries, tokenizer, config=self.config, progress=self.progress and is_main)
+        identity = tokenizer_identity(self.auditor.tokenizer, self.auditor.encoded)
+        _check_same_tokenizer(self.tokenizer_identity, identity)
+        self.tokenizer_identity = identity
         if self.policy is not None:
             self.policy.check_compatible(fprs=self.auditor.fprs, confidence=self.auditor.confidence)
         self.session = AuditSession(
@@ -273,6 +280,36 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
         if legacy:
             return Path(legacy)
         return Path(args.output_dir) / "runs" / "mia_guard"
+
+
+def tokenizer_identity(tokenizer: Any, encoded: EncodedCanaries) -> dict[str, Any]:
+    """What identifies the tokenizer of an audit, as JSON: its class, ``name_or_path`` and
+    vocabulary size (``None`` where it has none, e.g. token canaries without a tokenizer),
+    and ``canary_tokens_sha256``, a hash of the canaries' token ids and scored ranges,
+    which is what the audit depends on."""
+    digest = hashlib.sha256()
+    for ids, start, end in zip(encoded.input_ids, encoded.start, encoded.end):
+        digest.update(json.dumps([list(map(int, ids)), int(start), int(end)]).encode())
+    size = len(tokenizer) if tokenizer is not None and hasattr(tokenizer, "__len__") else None
+    return {
+        "class": type(tokenizer).__name__ if tokenizer is not None else None,
+        "name_or_path": getattr(tokenizer, "name_or_path", None) or None,
+        "vocab_size": size,
+        "canary_tokens_sha256": digest.hexdigest(),
+    }
+
+
+def _check_same_tokenizer(recorded: dict | None, current: dict) -> None:
+    """Refuse a tokenizer that encodes the canaries differently from the checkpointed run's."""
+    if recorded is None or recorded.get("canary_tokens_sha256") == current["canary_tokens_sha256"]:
+        return
+    raise ValueError(
+        "MIAAuditCallback was restored from a checkpoint whose audits used another tokenizer "
+        f"({recorded.get('class')} {recorded.get('name_or_path')!r}, {recorded.get('vocab_size')} tokens); "
+        f"this run's ({current['class']} {current['name_or_path']!r}, {current['vocab_size']} tokens) encodes the "
+        "canaries differently, so its audits would not continue the curve. Give the Trainer the original "
+        "tokenizer as processing_class"
+    )
 
 
 def _policy_source(policy: Any) -> Any:

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
-from ..audit.auditor import DEFAULT_ATTACKS, DEFAULT_FPRS, Auditor
+from ..audit.auditor import Auditor
+from ..audit.config import AuditConfig, config_from_call
 from ..audit.result import AuditHistory, AuditResult
 from ..canaries.canary_set import CanarySet
 from ..scoring import distributed
@@ -46,6 +47,8 @@ class AuditLoop:
         canaries: the CanarySet whose members are in the training data, or the path of
             a canary file. Not needed when ``auditor`` is given.
         tokenizer: the training tokenizer (not needed for token-only canaries).
+        config: the audit's :class:`~mia_guard.audit.config.AuditConfig` (attacks, FPR
+            levels, confidence, folds, seed, analyses, batch size...), or its dict.
         every_n_steps: :meth:`step` audits when ``step`` is a multiple of this; ``None``
             for no periodic audits.
         output_dir: directory for ``history.json``, ``canaries.json``, ``audits.jsonl``
@@ -55,8 +58,6 @@ class AuditLoop:
         audit_at_start: :meth:`start` audits the model before its first update (the
             reference for calibrated attacks; leave it on for them).
         audit_at_end: :meth:`finish` audits the final model (unless that step was just audited).
-        attacks, attack_params, fprs, confidence, batch_size: passed to the
-            :class:`~mia_guard.audit.auditor.Auditor`.
         policy: a ``mia_guard.gate.ReleasePolicy``, its dict, or the path of its TOML
             file; checked after every audit.
         stop_on_blocked: :meth:`step` returns ``True`` once the verdict is ``blocked``.
@@ -64,7 +65,10 @@ class AuditLoop:
         jsonl: write ``audits.jsonl``.
         is_main: whether this process writes files; default: rank 0 of an initialized
             ``torch.distributed`` group, else ``True``.
-        auditor: a configured Auditor to use instead of building one.
+        auditor: a configured Auditor to use instead of building one (then neither
+            ``config`` nor audit options may be given).
+        **options: fields of :class:`~mia_guard.audit.config.AuditConfig` replacing those
+            of ``config``, e.g. ``AuditLoop(canaries, tok, output_dir=..., attacks=["loss"])``.
 
     Raises:
         OutputDirectoryError: ``output_dir`` or ``logging_dir`` cannot be written
@@ -76,38 +80,30 @@ class AuditLoop:
         canaries: CanarySet | str | os.PathLike | None = None,
         tokenizer: Any = None,
         *,
+        config: AuditConfig | Mapping[str, Any] | None = None,
         every_n_steps: int | None = 200,
         output_dir: str | os.PathLike,
         logging_dir: str | os.PathLike | None = None,
         audit_at_start: bool = True,
         audit_at_end: bool = True,
-        attacks: Sequence[str] = DEFAULT_ATTACKS,
-        attack_params: Mapping[str, Mapping[str, Any]] | None = None,
-        fprs: Sequence[float] = DEFAULT_FPRS,
-        confidence: float = 0.95,
-        batch_size: int | None = None,
         policy: Any = None,
         stop_on_blocked: bool = False,
         progress: bool = False,
         jsonl: bool = True,
         is_main: bool | None = None,
         auditor: Auditor | None = None,
+        **options: Any,
     ) -> None:
-        canaries = resolve_audit_inputs("AuditLoop", canaries, auditor, every_n_steps, stop_on_blocked, policy)
+        canaries = resolve_audit_inputs(
+            "AuditLoop", canaries, auditor, every_n_steps, stop_on_blocked, policy,
+            configured=config is not None or bool(options),
+        )
         if is_main is None:
             group = distributed.current_group()
             is_main = group is None or group.is_root
         if auditor is None:
-            auditor = Auditor(
-                canaries,
-                tokenizer,
-                attacks=attacks,
-                attack_params=attack_params,
-                fprs=fprs,
-                confidence=confidence,
-                batch_size=batch_size,
-                progress=progress and is_main,
-            )
+            config = config_from_call(AuditLoop, config, options)
+            auditor = Auditor(canaries, tokenizer, config=config, progress=progress and is_main)
         self.policy = load_policy(policy)
         if self.policy is not None:
             self.policy.check_compatible(fprs=auditor.fprs, confidence=auditor.confidence)

@@ -48,16 +48,24 @@ JSONL_FILE = "audits.jsonl"
 
 
 def resolve_audit_inputs(
-    owner: str, canaries: Any, auditor: Any, every_n_steps: Any, stop_on_blocked: bool, policy: Any
+    owner: str, canaries: Any, auditor: Any, every_n_steps: Any, stop_on_blocked: bool, policy: Any,
+    configured: bool = False,
 ) -> Any:
-    """Validate the options a callback or loop takes; returns the CanarySet (loaded if a path),
-    or ``None`` when an ``auditor`` is given instead. ``owner`` names the caller in errors."""
+    """Validate the training-loop options of a callback or loop (the audit options are
+    :class:`~mia_guard.audit.config.AuditConfig`'s); returns the CanarySet (loaded if a
+    path), or ``None`` when an ``auditor`` is given instead. ``owner`` names the caller in
+    errors; ``configured`` says whether a config or audit options were passed too."""
     from ..canaries.canary_set import CanarySet
 
     if auditor is None and canaries is None:
         raise ValueError(f"{owner} needs the canaries (a CanarySet or a canary file) or an auditor")
     if auditor is not None and not isinstance(auditor, Auditor):
         raise TypeError(f"auditor must be a mia_guard.Auditor, got {type(auditor).__name__}")
+    if auditor is not None and configured:
+        raise TypeError(
+            f"{owner} got an auditor and audit options; the auditor carries its own (auditor.config): pass "
+            "either auditor=... or config=/options"
+        )
     if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 1):
         raise ValueError(f"every_n_steps must be a positive integer or None, got {every_n_steps!r}")
     if stop_on_blocked and policy is None:
@@ -189,7 +197,7 @@ class AuditSession:
         saved.truncate_after(step)
         self.auditor.history = saved
         first = saved.results[0] if saved.results else None
-        if self.auditor.reference_mode == "first_audit" and first is not None and first.stats is not None:
+        if self.auditor.config.reference == "first_audit" and first is not None and first.stats is not None:
             self.auditor.set_reference(first.stats)
         if self.policy is not None:
             from ..gate import evaluate_result
