@@ -165,7 +165,7 @@ def test_tensorboard_sink_writes_the_profile_image_and_table(tmp_path):
     auditor = _profiled_auditor()
     sink = TensorBoardSink(tmp_path, ["loss"], auditor.fprs, auditor.canaries.is_member)
     for result in auditor.history:
-        sink.write_audit(result)
+        sink.write(result)
     sink.close()
     (events,) = [p for p in tmp_path.iterdir() if p.name.startswith("events.out")]
     acc = event_accumulator.EventAccumulator(str(events), size_guidance={"images": 0, "tensors": 0})

@@ -9,8 +9,9 @@ Accelerate loops only translate their events into :meth:`AuditSession.audit` and
 2. score the canaries and evaluate the attacks with every RNG (Python, NumPy, torch
    CPU and CUDA) saved and restored, so training continues exactly as without the audit
    (the scoring itself sets eval mode, disables gradients and restores module modes);
-3. on the writing process only: save ``history.json`` (atomically), write TensorBoard
-   and JSONL figures, run the release gate.
+3. run the release gate; on the writing process only: save ``history.json``
+   (atomically), then hand the result and the decision to every sink
+   (:class:`~mia_guard.callbacks.sinks.base.Sink`: TensorBoard, JSONL, trackers).
 
 In a distributed run (``torch.distributed`` initialized with more than one process
 when the session is built) every process scores its shard of the canaries, rank 0
@@ -29,7 +30,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ..audit.auditor import Auditor
 from ..audit.result import AuditHistory, AuditResult
@@ -37,6 +38,7 @@ from ..scoring import distributed
 from ..scoring.faults import AuditOutOfMemoryError, OutputDirectoryError, check_writable, retry_on_oom
 from ..scoring.guards import opacus_hooks_disabled, preserved_rng, unwrap_model
 from ..scoring.token_stats import TokenStats
+from .sinks.base import Sink
 from .sinks.jsonl import JsonlSink
 from .sinks.tensorboard import TensorBoardSink
 
@@ -104,6 +106,8 @@ class AuditSession:
             report go.
         tensorboard_dir: TensorBoard logging directory, or ``None`` for no TensorBoard.
         jsonl: write ``audits.jsonl``.
+        sinks: further :class:`~mia_guard.callbacks.sinks.base.Sink` objects (e.g. experiment
+            trackers), called after the TensorBoard and JSONL sinks; main process only.
         policy: a ``mia_guard.gate.ReleasePolicy`` checked after every audit, or ``None``.
         is_main: whether this process writes files (rank 0; in a distributed run it must
             be exactly rank 0).
@@ -123,6 +127,7 @@ class AuditSession:
         *,
         tensorboard_dir: str | os.PathLike | None = None,
         jsonl: bool = True,
+        sinks: Sequence[Sink] = (),
         policy: Any = None,
         is_main: bool = True,
     ) -> None:
@@ -145,14 +150,18 @@ class AuditSession:
         #: wall seconds spent in this process: ``audits`` (all audits, publishing included), ``report``
         self.seconds = {"audits": 0.0, "report": 0.0}
         canaries = auditor.canaries
-        attacks = [a.name for a in auditor.attacks]
-        self.tensorboard = (
-            TensorBoardSink(tensorboard_dir, attacks, auditor.fprs, canaries.is_member)
-            if (is_main and tensorboard_dir is not None)
-            else None
-        )
-        self.jsonl = JsonlSink(self.output_dir / JSONL_FILE) if (is_main and jsonl) else None
+        bad = [type(sink).__name__ for sink in sinks if not isinstance(sink, Sink)]
+        if bad:
+            raise TypeError(f"sinks must implement mia_guard.callbacks.sinks.Sink, got {bad}")
+        #: where results go, in order (main process only; empty elsewhere)
+        self.sinks: list[Sink] = []
         if is_main:
+            if tensorboard_dir is not None:
+                attacks = [a.name for a in auditor.attacks]
+                self.sinks.append(TensorBoardSink(tensorboard_dir, attacks, auditor.fprs, canaries.is_member))
+            if jsonl:
+                self.sinks.append(JsonlSink(self.output_dir / JSONL_FILE))
+            self.sinks.extend(sinks)
             canaries.save(self.output_dir / CANARY_FILE)
 
     @property
@@ -203,8 +212,8 @@ class AuditSession:
             from ..gate import evaluate_result
 
             self.decisions = {r.step: evaluate_result(self.policy, r) for r in saved}
-        if self.jsonl is not None:
-            self.jsonl.rewrite(saved, {s: d.verdict for s, d in self.decisions.items()})
+        for sink in self.sinks:
+            sink.start(saved, dict(self.decisions))
         logger.info("mia_guard: resumed the audit history at step %d (%d audits kept)", step, len(saved))
 
     def start_fresh(self) -> None:
@@ -222,8 +231,8 @@ class AuditSession:
                 auditor.reference_stats = None
             auditor.history = AuditHistory(previous.canary_hash, previous.is_member, previous.fprs, previous.confidence)
         self.decisions = {}
-        if self.jsonl is not None:
-            self.jsonl.rewrite(auditor.history)
+        for sink in self.sinks:
+            sink.start(auditor.history, {})
 
     def audit(self, model: Any, step: int) -> tuple[AuditResult | None, Any]:
         """Audit ``model`` at ``step``; returns ``(result, gate decision or None)``.
@@ -260,13 +269,14 @@ class AuditSession:
         return result, decision
 
     def finish(self, run_info: Mapping[str, Any] | None = None) -> dict[str, Path]:
-        """Final outputs (main process): the ROC image, the report files; closes the sinks."""
+        """Final outputs (main process): each sink's final figures (e.g. the ROC image), the
+        report files; closes the sinks."""
         started = time.perf_counter()
         last = self.history.last
         paths: dict[str, Path] = {}
         if self.is_main and last is not None:
-            if self.tensorboard is not None:
-                self.tensorboard.write_roc(self.history)
+            for sink in self.sinks:
+                sink.finish(self.history)
             from ..report.files import write_report
 
             paths = write_report(
@@ -285,8 +295,9 @@ class AuditSession:
         return paths
 
     def close(self) -> None:
-        if self.tensorboard is not None:
-            self.tensorboard.close()
+        """Close every sink."""
+        for sink in self.sinks:
+            sink.close()
 
     # ------------------------------------------------------------------ internals
     def _check_directories(self, tensorboard_dir: str | os.PathLike | None) -> None:
@@ -373,13 +384,8 @@ class AuditSession:
 
     def _publish(self, result: AuditResult, decision: Any) -> None:
         self.history.save(self.history_path)
-        verdict = decision.verdict if decision is not None else None
-        if self.tensorboard is not None:
-            self.tensorboard.write_audit(result)
-            if decision is not None:
-                self.tensorboard.write_decision(decision, result.step)
-        if self.jsonl is not None:
-            self.jsonl.write(result, verdict)
+        for sink in self.sinks:
+            sink.write(result, decision)
         logger.info("mia_guard audit at step %d:\n%s", result.step, result.table())
         if decision is not None:
-            logger.info("mia_guard release gate at step %d: %s", result.step, verdict)
+            logger.info("mia_guard release gate at step %d: %s", result.step, decision.verdict)

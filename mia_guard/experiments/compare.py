@@ -323,7 +323,7 @@ def _audit_view(
                 result = auditor.evaluate(subject, step)
             else:
                 result = auditor.audit(subject, step)
-            sink.write_audit(result)
+            sink.write(result)
     finally:
         sink.close()
     auditor.history.save(config.output_dir / "runs" / name / "history.json")

@@ -1,7 +1,8 @@
 """Where audit figures go while training runs: TensorBoard event files and a JSONL log.
 
-Every sink reads :class:`~mia_guard.audit.result.AuditResult` objects and nothing else;
-the scalar figures and their names are the same in each (:mod:`.scalars`).
+Every sink implements :class:`~mia_guard.callbacks.sinks.base.Sink` (start, write each
+audit with its gate decision, finish, close) and reads results and decisions only; the
+scalar figures and their names are the same in each (:mod:`.scalars`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from ..._lazy import lazy_exports
 
 _EXPORTS = {
+    "Sink": "mia_guard.callbacks.sinks.base",
     "audit_scalars": "mia_guard.callbacks.sinks.scalars",
     "fpr_label": "mia_guard.callbacks.sinks.scalars",
     "PRIVACY_SCALARS": "mia_guard.callbacks.sinks.scalars",

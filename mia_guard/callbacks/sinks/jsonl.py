@@ -5,19 +5,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from ..._io import atomic_write_text
 from ...audit.result import AuditHistory, AuditResult
+from .base import Sink
 from .scalars import audit_scalars
 
 
-class JsonlSink:
+class JsonlSink(Sink):
     """One JSON line per audit in ``path``: step, time, best attack, scalars, left-out figures, verdict.
 
-    Lines are appended (one ``write`` each, flushed); :meth:`rewrite` replaces the file
-    atomically with the lines of a history (used when training resumes from a checkpoint,
-    so later audits of the abandoned run disappear).
+    Lines are appended (one ``write`` each, flushed); :meth:`start` replaces the file
+    atomically with the lines of the curve so far (empty for a fresh run; after a resume
+    from a checkpoint, later audits of the abandoned run disappear).
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -37,13 +38,13 @@ class JsonlSink:
         }
         return json.dumps(record, sort_keys=True, allow_nan=False)
 
-    def write(self, result: AuditResult, verdict: str | None = None) -> None:
+    def write(self, result: AuditResult, decision: Any = None) -> None:
+        verdict = decision.verdict if decision is not None else None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(self.line(result, verdict) + "\n")
             handle.flush()
 
-    def rewrite(self, history: AuditHistory, verdicts: Mapping[int, str] | None = None) -> None:
-        verdicts = verdicts or {}
-        lines = [self.line(r, verdicts.get(r.step)) + "\n" for r in history]
+    def start(self, history: AuditHistory, decisions: Mapping[int, Any]) -> None:
+        lines = [self.line(r, decisions[r.step].verdict if r.step in decisions else None) + "\n" for r in history]
         atomic_write_text(self.path, "".join(lines))

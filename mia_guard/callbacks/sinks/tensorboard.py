@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...audit.result import AuditHistory, AuditResult
+from .base import Sink
 from .scalars import audit_scalars, fpr_label
 
 #: File name suffix of mia_guard's TensorBoard event files (the Trainer's own sit beside them).
@@ -46,7 +47,7 @@ def decision_markdown(decision: Any) -> str:
     return "\n".join(lines)
 
 
-class TensorBoardSink:
+class TensorBoardSink(Sink):
     """Writes audits into ``log_dir`` as TensorBoard events (``mia/...`` tags).
 
     The ``SummaryWriter`` is created on the first write, so constructing a sink on a
@@ -85,9 +86,10 @@ class TensorBoardSink:
             self._writer.add_custom_scalars(custom_scalar_layout(self.attacks, self.fprs))
         return self._writer
 
-    def write_audit(self, result: AuditResult) -> None:
+    def write(self, result: AuditResult, decision: Any = None) -> None:
         """Scalars of :func:`audit_scalars` and per-attack score histograms at ``result.step``;
-        the per-position leakage profile (image and table) when the audit computed one."""
+        the per-position leakage profile (image and table) when the audit computed one; the
+        gate verdict and its reasons as text (``mia/gate``) when there is a decision."""
         scalars, _ = audit_scalars(result)
         for tag, value in scalars.items():
             self.writer.add_scalar(f"mia/{tag}", value, result.step)
@@ -100,6 +102,8 @@ class TensorBoardSink:
         profile = result.extras.get("profile")
         if isinstance(profile, dict) and "positions" in profile:  # not {"skipped": reason}
             self._write_profile(profile, result.step)
+        if decision is not None:
+            self.writer.add_text("mia/gate", decision_markdown(decision), result.step)
         self.writer.flush()
 
     def _write_profile(self, profile: dict, step: int) -> None:
@@ -114,12 +118,7 @@ class TensorBoardSink:
         self.writer.add_image("mia/profile", image, step, dataformats="HWC")
         self.writer.add_text("mia/profile", profile_markdown(profile), step)
 
-    def write_decision(self, decision: Any, step: int) -> None:
-        """The gate verdict and its reasons as text (``mia/gate``)."""
-        self.writer.add_text("mia/gate", decision_markdown(decision), step)
-        self.writer.flush()
-
-    def write_roc(self, history: AuditHistory) -> None:
+    def finish(self, history: AuditHistory) -> None:
         """The log-log ROC of the history's final audit as an image (``mia/roc``, the report's ``roc.png``)."""
         import io
 
