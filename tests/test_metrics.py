@@ -33,18 +33,23 @@ def _random_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return scores, labels
 
 
-# ------------------------------------------------------------------ sklearn parity
+# ------------------------------------------------------------------ ROC and AUC
 
 
 @pytest.mark.parametrize("seed", range(60))
-def test_roc_curve_and_auc_equal_sklearn(seed):
+def test_roc_curve_and_auc_follow_their_definitions(seed):
+    """Each threshold t (the distinct scores, descending, after "flag nothing"): FPR and TPR are
+    the shares of non-members and members scoring >= t; AUC = P(member > non-member) + P(tie) / 2
+    over all pairs."""
     scores, labels = _random_case(seed)
     fpr, tpr, thr = R.roc_curve(scores, labels)
-    fpr_ref, tpr_ref, thr_ref = skm.roc_curve(labels, scores, drop_intermediate=False)
-    np.testing.assert_allclose(fpr, fpr_ref, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(tpr, tpr_ref, rtol=0, atol=1e-12)
-    np.testing.assert_array_equal(thr, thr_ref)
-    assert R.roc_auc(scores, labels) == pytest.approx(skm.roc_auc_score(labels, scores), abs=1e-12)
+    expected_thr = np.r_[np.inf, np.unique(scores)[::-1]]
+    np.testing.assert_array_equal(thr, expected_thr)
+    flagged = scores[None, :] >= expected_thr[:, None]
+    np.testing.assert_allclose(fpr, flagged[:, ~labels].mean(axis=1), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(tpr, flagged[:, labels].mean(axis=1), rtol=0, atol=1e-12)
+    pos, neg = scores[labels][:, None], scores[~labels][None, :]
+    assert R.roc_auc(scores, labels) == pytest.approx(((pos > neg) + 0.5 * (pos == neg)).mean(), abs=1e-12)
 
 
 def test_integer_labels_accepted_like_bool():
@@ -120,12 +125,20 @@ def test_perfect_separation_gives_degenerate_interval_with_note():
 
 @pytest.mark.parametrize("n", [1, 2, 7, 30, 200])
 @pytest.mark.parametrize("confidence", [0.8, 0.95, 0.99])
-def test_clopper_pearson_matches_scipy_exact(n, confidence):
+def test_clopper_pearson_meets_its_definition(n, confidence):
+    """Clopper & Pearson (1934): ``P(X >= k | low) = P(X <= k | high) = (1 - confidence) / 2``
+    (``low = 0`` at ``k = 0``, ``high = 1`` at ``k = n``), checked with the binomial tails."""
+    tail = (1 - confidence) / 2
     for k in sorted({0, 1, n // 3, n // 2, n - 1, n}):
         low, high = E.clopper_pearson(k, n, confidence)
-        ref = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
-        assert low == pytest.approx(ref.low, abs=1e-10)
-        assert high == pytest.approx(ref.high, abs=1e-10)
+        if k == 0:
+            assert low == 0.0
+        else:
+            assert stats.binom.sf(k - 1, n, low) == pytest.approx(tail, rel=1e-8)
+        if k == n:
+            assert high == 1.0
+        else:
+            assert stats.binom.cdf(k, n, high) == pytest.approx(tail, rel=1e-8)
 
 
 # ----------------------------------------------------------------------- TPR @ FPR
@@ -249,9 +262,11 @@ def test_advantage_interval_covers_true_value():
 def test_mean_with_ci_is_student_t():
     values = np.array([2.0, 3.5, 1.0, 4.0, 2.5])
     est = E.mean_with_ci(values, confidence=0.9)
-    low, high = stats.t.interval(0.9, df=4, loc=values.mean(), scale=stats.sem(values))
+    sem = math.sqrt(sum((v - values.mean()) ** 2 for v in values) / 4) / math.sqrt(5)
     assert est.value == pytest.approx(values.mean())
-    assert (est.low, est.high) == pytest.approx((low, high))
+    # the ends are where the t statistic with 4 degrees of freedom leaves 5% in each tail
+    assert stats.t.sf((est.high - est.value) / sem, df=4) == pytest.approx(0.05, rel=1e-9)
+    assert stats.t.cdf((est.low - est.value) / sem, df=4) == pytest.approx(0.05, rel=1e-9)
     one = E.mean_with_ci([1.5])
     assert one.value == 1.5 and math.isnan(one.low) and one.note
     with pytest.raises(ValueError, match="NaN/inf"):

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 from lira_synthetic import ar1_noise, random_split, token_stats
 from scipy.stats import multivariate_normal
-from sklearn.covariance import ledoit_wolf as sklearn_ledoit_wolf
 from sklearn.metrics import roc_auc_score
 
 from mia_guard import attacks
 from mia_guard.attacks import AttackContext
-from mia_guard.attacks.covariance import fit_covariance, ledoit_wolf, pooled_residuals, robust_cholesky
+from mia_guard.attacks.covariance import fit_covariance, pooled_residuals, robust_cholesky
 from mia_guard.attacks.multirun import multi_run_sequence_lira
 from mia_guard.attacks.sequence_lira import (
     fit_sequence_gaussians,
@@ -42,15 +41,28 @@ def auc(ctx, is_member, name, **params):
 
 
 # ---------------------------------------------------------------------- covariance estimators
+def ledoit_wolf_by_the_paper(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Ledoit & Wolf (2004), Lemma 3.2-3.4 with centered rows: ``S = X'X / n``, ``m = tr(S) / p``,
+    ``d² = ||S - m I||² / p``, ``b̄² = Σ_k ||x_k x_k' - S||² / (n² p)``; the estimate is
+    ``(1 - δ) S + δ m I`` with ``δ = min(b̄², d²) / d²`` (Frobenius norms; δ = 0 when
+    ``S`` is already the target, ``d² = 0``)."""
+    n, p = x.shape
+    sample = x.T @ x / n
+    m = np.trace(sample) / p
+    d2 = np.sum((sample - m * np.eye(p)) ** 2) / p
+    b2_bar = sum(np.sum((np.outer(row, row) - sample) ** 2) for row in x) / (n**2 * p)
+    shrinkage = min(b2_bar, d2) / d2 if d2 > 0 else 0.0
+    return (1 - shrinkage) * sample + shrinkage * m * np.eye(p), shrinkage
+
+
 @pytest.mark.parametrize("n, p", [(40, 10), (8, 30), (200, 1)])
-def test_ledoit_wolf_equals_sklearn(n, p):
+def test_ledoit_wolf_covariance_follows_the_paper(n, p):
     rng = np.random.default_rng(n * p)
-    x = rng.standard_normal((n, p)) @ rng.standard_normal((p, p)) + 3.0
-    for centered in (False, True):
-        ours, our_shrinkage = ledoit_wolf(x, assume_centered=centered)
-        theirs, their_shrinkage = sklearn_ledoit_wolf(x, assume_centered=centered)
-        np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
-        assert our_shrinkage == pytest.approx(their_shrinkage, abs=1e-12)
+    residuals = rng.standard_normal((n, p)) @ rng.standard_normal((p, p))
+    fitted = fit_covariance(residuals, np.ones((n, p), bool), "ledoit_wolf")
+    expected, shrinkage = ledoit_wolf_by_the_paper(residuals)
+    np.testing.assert_allclose(fitted.matrix(p), expected, rtol=1e-10, atol=1e-12)
+    assert fitted.shrinkage == pytest.approx(shrinkage, abs=1e-12)
 
 
 def test_ar1_model_recovers_rho_from_variable_length_canaries():

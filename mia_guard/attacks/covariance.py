@@ -11,8 +11,9 @@ Estimators (``fit_covariance(residuals, mask, method)``), all fitted on *residua
 - ``"diagonal"``    per-position variances, no correlation (the independence baseline
   that naive per-token LiRA assumes).
 - ``"ledoit_wolf"`` the full ``[T, T]`` sample covariance shrunk towards a scaled
-  identity with the Ledoit–Wolf (2004) optimal intensity (:func:`ledoit_wolf`). Needs
-  rows of equal length; defined only up to the fitted ``T``.
+  identity with the Ledoit–Wolf (2004) optimal intensity
+  (``sklearn.covariance.ledoit_wolf``). Needs rows of equal length; defined only up to
+  the fitted ``T``.
 - ``"ar1"``         per-position variances and a stationary AR(1) correlation
   ``rho ** |i - j|`` with ``rho`` the lag-1 correlation pooled over positions.
   Positive definite for every length; extends past the fitted positions.
@@ -43,36 +44,6 @@ FULL_ROW_ESTIMATORS = frozenset({"ledoit_wolf"})
 MAX_AR1_RHO = 0.99
 #: Relative variance floor: no position's variance falls below this times the mean variance.
 RELATIVE_VARIANCE_FLOOR = 1e-6
-
-
-def ledoit_wolf(x: np.ndarray, *, assume_centered: bool = False) -> tuple[np.ndarray, float]:
-    """Ledoit–Wolf (2004) shrinkage covariance of the rows of ``x``.
-
-    With ``S = X'X / n`` (rows centered unless ``assume_centered``), ``m = tr(S) / p``,
-    ``d² = ||S - m I||² / p`` and ``b̄² = Σ_k ||x_k x_k' - S||² / (n² p)`` (Frobenius
-    norms), the estimate is ``(1 - δ) S + δ m I`` with ``δ = min(b̄², d²) / d²``.
-
-    Args:
-        x: ``[n, p]`` observations (rows).
-        assume_centered: treat ``x`` as already centered (e.g. residuals).
-
-    Returns:
-        ``(cov [p, p], shrinkage δ in [0, 1])``.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] < 1:
-        raise ValueError(f"ledoit_wolf needs a 2-D array with at least one row, got shape {x.shape}")
-    n, p = x.shape
-    if not assume_centered:
-        x = x - x.mean(axis=0)
-    sample = x.T @ x / n
-    target_scale = np.trace(sample) / p
-    d2 = np.sum((sample - target_scale * np.eye(p)) ** 2) / p
-    sum_sq_norms = np.sum(np.sum(x**2, axis=1) ** 2)
-    b2_bar = (sum_sq_norms - n * np.sum(sample**2)) / (n**2 * p)
-    b2 = min(b2_bar, d2)
-    shrinkage = 0.0 if b2 <= 0.0 else float(b2 / d2)
-    return (1.0 - shrinkage) * sample + shrinkage * target_scale * np.eye(p), shrinkage
 
 
 @dataclass(frozen=True)
@@ -193,6 +164,7 @@ def fit_covariance(residuals: np.ndarray, mask: np.ndarray, method: str = "ledoi
 
 
 def _fit_ledoit_wolf(residuals: np.ndarray, mask: np.ndarray) -> DenseCovariance:
+    """Ledoit–Wolf (2004) shrinkage of the residuals' covariance (residuals are centered)."""
     if not mask.all():
         raise ValueError(
             "the ledoit_wolf estimator needs every canary to have the same number of scored "
@@ -200,6 +172,8 @@ def _fit_ledoit_wolf(residuals: np.ndarray, mask: np.ndarray) -> DenseCovariance
         )
     if residuals.shape[0] < 2:
         raise ValueError(f"ledoit_wolf needs at least 2 residual rows, got {residuals.shape[0]}")
+    from sklearn.covariance import ledoit_wolf
+
     cov, shrinkage = ledoit_wolf(residuals, assume_centered=True)
     if np.trace(cov) <= 0.0:
         _warn_no_spread()

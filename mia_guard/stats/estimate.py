@@ -86,17 +86,15 @@ def _check_confidence(confidence: float) -> float:
 def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Exact two-sided Clopper–Pearson interval for a binomial proportion ``k / n``.
 
-    Each tail holds ``(1 - confidence) / 2``; same as
-    ``scipy.stats.binomtest(k, n).proportion_ci(confidence, method='exact')``.
+    Each tail holds ``(1 - confidence) / 2``
+    (``scipy.stats.binomtest(k, n).proportion_ci(confidence, method="exact")``).
     """
     confidence = _check_confidence(confidence)
     k, n = int(k), int(n)
     if n < 1 or not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
-    tail = (1.0 - confidence) / 2.0
-    low = 0.0 if k == 0 else float(stats.beta.ppf(tail, k, n - k + 1))
-    high = 1.0 if k == n else float(stats.beta.ppf(1.0 - tail, k + 1, n - k))
-    return low, high
+    interval = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
+    return float(interval.low), float(interval.high)
 
 
 def mean_with_ci(values: Any, confidence: float = 0.95) -> Estimate:
@@ -120,6 +118,5 @@ def mean_with_ci(values: Any, confidence: float = 0.95) -> Estimate:
     mean = float(arr.mean())
     if arr.size == 1:
         return Estimate(mean, math.nan, math.nan, confidence, "one value: no interval")
-    sem = float(arr.std(ddof=1)) / math.sqrt(arr.size)
-    half = float(stats.t.ppf(0.5 + confidence / 2.0, df=arr.size - 1)) * sem
-    return Estimate(mean, mean - half, mean + half, confidence)
+    low, high = stats.t.interval(confidence, df=arr.size - 1, loc=mean, scale=stats.sem(arr))
+    return Estimate(mean, float(low), float(high), confidence)

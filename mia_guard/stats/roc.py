@@ -95,51 +95,42 @@ def _check_fpr(fpr: float) -> float:
 def roc_curve(scores: Any, is_member: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC curve with every distinct score as a threshold.
 
-    Same output as ``sklearn.metrics.roc_curve(is_member, scores,
-    drop_intermediate=False)``: a canary is flagged as a member when
-    ``score >= threshold``; thresholds are the distinct scores in decreasing order,
-    preceded by ``inf`` for the point (0, 0) where nothing is flagged. Tied scores
-    move together (one ROC point per distinct score).
+    ``sklearn.metrics.roc_curve(is_member, scores, drop_intermediate=False)``, with
+    infinite scores allowed: a canary is flagged as a member when ``score >= threshold``;
+    thresholds are the distinct scores in decreasing order, preceded by ``inf`` for the
+    point (0, 0) where nothing is flagged. Tied scores move together (one ROC point per
+    distinct score).
 
     Returns:
         ``(fpr, tpr, thresholds)``, each float64 ``[K + 1]`` for ``K`` distinct scores;
         fpr and tpr are non-decreasing and end at 1.
     """
     scores, labels = check_scores(scores, is_member)
-    fps, tps, thresholds = _roc_counts(scores, labels)
-    return fps / fps[-1], tps / tps[-1], thresholds
+    from sklearn.metrics import roc_curve as sklearn_roc_curve
+
+    # sklearn refuses infinite scores: it gets their dense ranks (same order, same ties)
+    distinct, ranks = np.unique(scores, return_inverse=True)
+    fpr, tpr, rank_thresholds = sklearn_roc_curve(labels, ranks, drop_intermediate=False)
+    thresholds = np.r_[np.inf, distinct[rank_thresholds[1:].astype(np.int64)]]
+    return fpr.astype(np.float64), tpr.astype(np.float64), thresholds
 
 
 def _roc_counts(
     scores: np.ndarray, labels: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cumulative false / true positive counts at each distinct score (descending)."""
-    order = np.argsort(-scores, kind="mergesort")
-    sorted_scores = scores[order]
-    sorted_labels = labels[order]
-    # Last index of each run of equal scores (compare, not diff: inf - inf is NaN).
-    last = np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1])
-    last = np.r_[last, sorted_scores.size - 1]
-    tps = np.cumsum(sorted_labels, dtype=np.float64)[last]
-    fps = (last + 1) - tps
-    return (
-        np.r_[0.0, fps],
-        np.r_[0.0, tps],
-        np.r_[np.inf, sorted_scores[last]],
-    )
+    """Cumulative false / true positive counts at each threshold of :func:`roc_curve`."""
+    fpr, tpr, thresholds = roc_curve(scores, labels)
+    n_pos = int(labels.sum())
+    return np.rint(fpr * (labels.size - n_pos)), np.rint(tpr * n_pos), thresholds
 
 
 def roc_auc(scores: Any, is_member: Any) -> float:
-    """Area under the ROC curve: P(member score > non-member score), ties count 1/2.
-
-    Computed from midranks (Mann–Whitney U); equals ``sklearn.metrics.roc_auc_score``.
-    """
+    """Area under the ROC curve: P(member score > non-member score), ties count 1/2
+    (``sklearn.metrics.roc_auc_score``, infinite scores allowed)."""
     scores, labels = check_scores(scores, is_member)
-    ranks = stats.rankdata(scores)  # midranks; ties averaged
-    n_pos = int(labels.sum())
-    n_neg = labels.size - n_pos
-    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, np.unique(scores, return_inverse=True)[1]))
 
 
 def delong_components(scores: Any, is_member: Any) -> tuple[float, np.ndarray, np.ndarray]:
