@@ -416,6 +416,30 @@ def test_audit_callback_in_a_dp_run_changes_nothing(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_audit_callback_switches_off_the_dp_trainers_hooks_during_its_forwards(tmp_path):
+    """The real MIAAuditCallback inside a DPTrainer run: every audit forward (eval mode) runs
+    with the trainer's in-place Opacus hooks off, every training forward with them on."""
+    from trainer_runs import canaries
+
+    from mia_guard.callbacks import MIAAuditCallback
+    from mia_guard.experiments.demo_assets import byte_tokenizer
+    from mia_guard.scoring.guards import ATTACHED_HOOKS
+
+    model = gpt2()
+    trainer = make_trainer(tmp_path, DPConfig(noise_multiplier=1.0, accountant="rdp"), model=model, max_steps=3)
+    trainer.add_callback(MIAAuditCallback(canaries(16), byte_tokenizer(), every_n_steps=2, attacks=["loss"],
+                                          output_dir=tmp_path / "mia", tensorboard=False, progress=False))
+    hooks = ATTACHED_HOOKS[model]
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append((module.training, hooks.hooks_enabled)))
+    trainer.train()
+    audit_forwards = [enabled for training, enabled in seen if not training]
+    training_forwards = [enabled for training, enabled in seen if training]
+    assert audit_forwards and not any(audit_forwards)  # steps 0, 2 and 3 audited, hooks off each time
+    assert training_forwards and all(training_forwards)
+    assert hooks.hooks_enabled
+
+
 def test_detached_model_records_no_per_sample_gradients():
     model = gpt2().train()
     attach_grad_sample_hooks(model, mode="hooks", max_grad_norm=1.0)

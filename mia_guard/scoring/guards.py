@@ -2,14 +2,16 @@
 
 :func:`unwrap_model` finds the module that holds the weights below DDP / DataParallel,
 Opacus, PEFT and ``torch.compile`` wrappers; :func:`opacus_hooks_disabled` turns off
-per-sample-gradient hooks while the audit's forward pass runs; :func:`preserved_rng`
-saves and restores every random number generator around it.
+per-sample-gradient hooks while the audit's forward pass runs (those of Opacus wrappers
+and those attached in place, :data:`ATTACHED_HOOKS`); :func:`preserved_rng` saves and
+restores every random number generator around it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
+import weakref
 from typing import Any, Iterator
 
 import numpy as np
@@ -47,18 +49,37 @@ def _is_opacus_wrapper(model: Any) -> bool:
     return isinstance(getattr(model, "_module", None), torch.nn.Module) and hasattr(model, "disable_hooks")
 
 
+#: Per-sample-gradient hooks attached to a model in place (no wrapper module), by model:
+#: objects with ``disable_hooks()``, ``enable_hooks()`` and ``hooks_enabled`` (Opacus'
+#: ``GradSampleHooks``). Whoever attaches such hooks registers them here, e.g. mia_guard's
+#: ``DPTrainer`` (:func:`mia_guard.defenses.dp.model.attach_grad_sample_hooks`), so that
+#: :func:`opacus_hooks_disabled` finds them without the audit importing the defenses.
+#: Weak keys: a dropped model frees its entry.
+ATTACHED_HOOKS: weakref.WeakKeyDictionary[torch.nn.Module, Any] = weakref.WeakKeyDictionary()
+
+
 @contextlib.contextmanager
-def opacus_hooks_disabled(model: Any) -> Iterator[None]:
-    """Turn off Opacus per-sample-gradient hooks of every wrapper around ``model``, then restore them."""
-    wrappers = [(m, bool(getattr(m, "hooks_enabled", True))) for m in wrapper_chain(model) if _is_opacus_wrapper(m)]
-    for wrapper, _ in wrappers:
-        wrapper.disable_hooks()
+def opacus_hooks_disabled(model: Any) -> Iterator[Any]:
+    """Turn off the per-sample-gradient hooks around ``model``, then restore them; yields the
+    unwrapped model (:func:`unwrap_model`).
+
+    Covers every Opacus wrapper (``GradSampleModule``) in the wrapper chain and hooks
+    attached in place to any module of the chain (:data:`ATTACHED_HOOKS`). Opacus' hooks
+    already skip eval-mode and ``torch.no_grad`` forwards; switching them off also covers
+    a grad-enabled train-mode forward, which would otherwise store activations that the
+    next backward picks up. Hooks that were off stay off.
+    """
+    chain = wrapper_chain(model)
+    switches = [m for m in chain if _is_opacus_wrapper(m)] + [ATTACHED_HOOKS[m] for m in chain if m in ATTACHED_HOOKS]
+    states = [(switch, bool(getattr(switch, "hooks_enabled", True))) for switch in switches]
+    for switch, _ in states:
+        switch.disable_hooks()
     try:
-        yield
+        yield chain[-1]
     finally:
-        for wrapper, enabled in wrappers:
+        for switch, enabled in states:
             if enabled:
-                wrapper.enable_hooks()
+                switch.enable_hooks()
 
 
 @contextlib.contextmanager

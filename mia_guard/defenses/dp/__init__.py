@@ -12,7 +12,8 @@ Public API::
     trainer.dp_summary()        # JSON-able record for the audit report
 
 For code that runs the model between steps (the audit callback):
-:func:`opacus_hooks_disabled` and :func:`unwrap_dp_model`; :func:`detach_grad_sample_hooks`
+:func:`opacus_hooks_disabled` (the one in :mod:`mia_guard.scoring.guards`, which sees the
+hooks this trainer attaches) and :func:`unwrap_dp_model`; :func:`detach_grad_sample_hooks`
 takes the hooks off a model that is done with DP training. Models Opacus cannot handle
 raise :class:`DPIncompatibleModelError` with Opacus' validator message and the fix.
 
@@ -29,21 +30,22 @@ What is handled for Hugging Face causal LMs:
 - **Conv1D** (GPT-2's linear layers). Opacus has no rule for it and falls back to functorch;
   :func:`register_hf_grad_samplers` adds exact per-sample gradient and norm rules.
 - **Per-sample loss.** Hugging Face's loss mixes examples (token mean over the batch); the
-  trainer uses one loss per example (mean over its own tokens), see :mod:`.dp_loss`.
+  trainer uses one loss per example (mean over its own tokens), see :mod:`.loss`.
 - **Unsupported layers** (BatchNorm, ...): :class:`DPIncompatibleModelError` at construction.
 
 Cost on the demo model (16 × 128 tokens, one CPU thread): a DP step takes about 1.4× the
 CPU time of a non-DP step with the default ``"hooks"`` mode (Opacus as shipped: about 2×),
 at the same peak memory.
 
-Modules: :mod:`.dp_config` (settings), :mod:`.dp_sampling` (Poisson micro-batches),
-:mod:`.dp_loss` (per-sample loss, batched position ids), :mod:`.dp_model` (validation,
-hooks, Conv1D samplers), :mod:`.dp_clipping` (clip per physical batch, noise per logical
-batch), :mod:`.dp_accounting` (ε), :mod:`.dp_trainer` (the Trainer subclass).
+Modules: :mod:`.config` (settings), :mod:`.sampling` (Poisson micro-batches),
+:mod:`.loss` (per-sample loss, batched position ids), :mod:`.model` (validation,
+hooks, Conv1D samplers), :mod:`.clipping` (clip per physical batch, noise per logical
+batch), :mod:`.accounting` (ε), :mod:`.trainer` (the Trainer subclass).
 """
 
 from __future__ import annotations
 
+from ...scoring.guards import opacus_hooks_disabled
 from .accounting import PrivacyLedger, calibrate_noise_multiplier
 from .config import ACCOUNTANTS, GRAD_SAMPLE_MODES, DPConfig
 from .loss import causal_lm_per_sample_loss, dp_forward_inputs
@@ -51,7 +53,6 @@ from .model import (
     DPIncompatibleModelError,
     attach_grad_sample_hooks,
     detach_grad_sample_hooks,
-    opacus_hooks_disabled,
     register_hf_grad_samplers,
     unwrap_dp_model,
     validate_for_dp,

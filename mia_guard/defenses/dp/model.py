@@ -4,18 +4,16 @@
 - :func:`attach_grad_sample_hooks` / :func:`detach_grad_sample_hooks`: Opacus hooks on the
   model itself (no wrapper module, so ``trainer.model`` stays the Hugging Face model and
   ``save_pretrained`` works).
-- :func:`opacus_hooks_disabled` / :func:`unwrap_dp_model`: for code that runs the model
-  between training steps (the audit callback).
+- :func:`unwrap_dp_model`: the model under Opacus wrappers. Hooks attached here are
+  registered in :data:`mia_guard.scoring.guards.ATTACHED_HOOKS`, so
+  :func:`~mia_guard.scoring.guards.opacus_hooks_disabled` (what the audit uses, and code
+  of your own that runs the model between training steps) switches them off.
 - :func:`register_hf_grad_samplers`: exact per-sample gradient and norm rules for
   ``transformers.pytorch_utils.Conv1D`` (GPT-2's linear layers), which Opacus would
   otherwise hand to functorch, re-running each layer under vmap.
 """
 
 from __future__ import annotations
-
-import contextlib
-import weakref
-from collections.abc import Iterator
 
 import torch
 from opacus.grad_sample import (
@@ -31,13 +29,12 @@ from opacus.validators import ModuleValidator
 from opacus.validators.errors import UnsupportedModuleError
 from torch import nn
 
+from ...scoring.guards import ATTACHED_HOOKS
+
 #: How a physical batch's per-sample losses are reduced before backward, as Opacus' hooks are
 #: told: "sum", so the hooks read each example's gradient off the backprops directly (with
 #: "mean" they would first multiply every layer's backprops by the batch size).
 LOSS_REDUCTION = "sum"
-
-# hooks attached by attach_grad_sample_hooks, by model (weak: a dropped model frees them)
-_ATTACHED: "weakref.WeakKeyDictionary[nn.Module, AbstractGradSampleHooks]" = weakref.WeakKeyDictionary()
 
 
 class DPIncompatibleModelError(UnsupportedModuleError):
@@ -99,7 +96,7 @@ def attach_grad_sample_hooks(model: nn.Module, *, mode: str, max_grad_norm: floa
                 "refuses parameter sharing. Use grad_sample_mode='hooks' (handles tying), or untie the "
                 "weights (e.g. GPT2Config(tie_word_embeddings=False), which adds vocab_size × n_embd parameters)"
             )
-    if model in _ATTACHED or isinstance(model, AbstractGradSampleModule):
+    if model in ATTACHED_HOOKS or isinstance(model, AbstractGradSampleModule):
         raise ValueError(
             "this model already carries Opacus hooks (an earlier DPTrainer?); call "
             "detach_grad_sample_hooks(model) first, or build the trainer from a fresh model"
@@ -107,7 +104,7 @@ def attach_grad_sample_hooks(model: nn.Module, *, mode: str, max_grad_norm: floa
     register_hf_grad_samplers()
     kwargs = {"max_grad_norm": max_grad_norm} if mode == "ghost" else {}
     hooks = prepare_module(model, grad_sample_mode=mode, wrap_model=False, loss_reduction=LOSS_REDUCTION, **kwargs)
-    _ATTACHED[model] = hooks
+    ATTACHED_HOOKS[model] = hooks  # where the audit's opacus_hooks_disabled finds them
     return hooks
 
 
@@ -116,7 +113,7 @@ def detach_grad_sample_hooks(model: nn.Module) -> nn.Module:
 
     For a model that leaves DP training (its trainer can no longer train it); returns the model.
     """
-    hooks = _ATTACHED.pop(model, None)
+    hooks = ATTACHED_HOOKS.pop(model, None)
     if hooks is None:
         raise ValueError("this model carries no Opacus hooks attached by mia_guard")
     hooks.cleanup()
@@ -131,29 +128,6 @@ def unwrap_dp_model(model: nn.Module) -> nn.Module:
     while isinstance(model, AbstractGradSampleModule):
         model = model._module
     return model
-
-
-@contextlib.contextmanager
-def opacus_hooks_disabled(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` without Opacus recording anything; yields the unwrapped model.
-
-    Opacus' forward hooks already skip eval-mode and ``torch.no_grad`` forwards, so an
-    audit done that way leaves the next step's per-sample gradients unchanged (the tests
-    check this). This context manager also covers a grad-enabled train-mode forward: it
-    switches the hooks off, so no activations are stored that a later backward would
-    pick up. A model without Opacus hooks is yielded as is.
-    """
-    hooks = model if isinstance(model, AbstractGradSampleHooks) else _ATTACHED.get(unwrap_dp_model(model))
-    if hooks is None:
-        yield unwrap_dp_model(model)
-        return
-    was_enabled = hooks.hooks_enabled
-    hooks.disable_hooks()
-    try:
-        yield unwrap_dp_model(model)
-    finally:
-        if was_enabled:
-            hooks.enable_hooks()
 
 
 def register_hf_grad_samplers() -> None:
