@@ -13,8 +13,7 @@ def _names(text: str) -> list[str]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..experiments.compare import DEFAULT_DEFENSES
-    from ..experiments.compare_defenses import OUTPUT_SETTINGS
+    from ..experiments.compare_defenses import DEFENSES, OUTPUT_SETTINGS  # imports no torch
 
     parser = subparsers.add_parser(
         "compare",
@@ -28,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--defenses", type=_names, default=list(DEFAULT_DEFENSES),
-        help=f"comma-separated subset of: {','.join(DEFAULT_DEFENSES)}",
+        "--defenses", type=_names, default=list(DEFENSES),
+        help=f"comma-separated subset of: {','.join(DEFENSES)}",
     )
     parser.add_argument(
         "--output-settings", type=_names, default=list(OUTPUT_SETTINGS),

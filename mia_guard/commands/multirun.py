@@ -16,11 +16,12 @@ import argparse
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..cli import InputError
+
+if TYPE_CHECKING:  # numpy is imported where it runs: registering the command stays light
+    import numpy as np
 
 HISTORY_FILE = "history.json"
 CANARY_FILE = "canaries.json"
@@ -73,6 +74,8 @@ class RunAudit:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from .._io import atomic_write_json
     from ..audit.result import AuditResult
     from ..stats.estimate import mean_with_ci
@@ -164,6 +167,8 @@ def multi_run_scores(
 
 
 def _on_all_canaries(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     full = np.full(len(valid), np.nan)
     full[valid] = scores
     return full
@@ -247,6 +252,8 @@ def _check_same_canaries(target: RunAudit, references: Sequence[RunAudit]) -> No
 
 def _check_splits(target: RunAudit, references: Sequence[RunAudit]) -> None:
     """A reference run with the target's own split adds nothing per canary; refuse it."""
+    import numpy as np
+
     same = [str(r.directory) for r in references if np.array_equal(r.canaries.is_member, target.canaries.is_member)]
     if same:
         raise InputError(

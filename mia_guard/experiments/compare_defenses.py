@@ -20,15 +20,18 @@ name              what changes against ``none``
 
 Output perturbation changes no training; :data:`OUTPUT_SETTINGS` are the views of the
 ``none`` model an API could return (:class:`~mia_guard.defenses.PerturbedOutputModel`).
+
+Importing this module imports no torch (the demo is imported when a plan is built), so
+``mia-guard --help`` can list the defenses cheaply.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from .demo import MAX_LENGTH, DemoConfig, build_model
-from .demo_assets import CausalLMCollator
+if TYPE_CHECKING:
+    from .demo import DemoConfig
 
 #: Goldfish parameters of the ``goldfish`` defense (the paper's defaults).
 GOLDFISH = {"k": 4, "h": 13, "key": 0}
@@ -78,6 +81,13 @@ class Defense:
     plan: Callable[[DemoConfig, list[str], float], TrainingPlan]
 
 
+def build_model(config: DemoConfig) -> Any:
+    """The demo's freshly initialised model (:func:`mia_guard.experiments.demo.build_model`)."""
+    from .demo import build_model as build_demo_model
+
+    return build_demo_model(config)
+
+
 def _none(config: DemoConfig, texts: list[str], delta: float) -> TrainingPlan:
     return TrainingPlan(list(texts), build_model(config))
 
@@ -97,6 +107,8 @@ def _preset(name: str) -> Callable[[DemoConfig, list[str], float], TrainingPlan]
 
 def _goldfish(config: DemoConfig, texts: list[str], delta: float) -> TrainingPlan:
     from ..defenses import GoldfishCollator
+    from .demo import MAX_LENGTH
+    from .demo_assets import CausalLMCollator
 
     collator = GoldfishCollator(CausalLMCollator(max_length=MAX_LENGTH), **GOLDFISH)
     return TrainingPlan(list(texts), build_model(config), data_collator=collator)
