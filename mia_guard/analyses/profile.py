@@ -1,7 +1,7 @@
 """Per-position leakage profile: where in a canary the membership signal sits, and how positions co-vary.
 
 For templated canaries, TokenStats column ``j`` is the ``j``-th secret token of every
-canary (DESIGN.md), so one can ask, position by position:
+canary (docs/architecture.md, "Conventions"), so one can ask, position by position:
 
 - **How much does this token alone reveal?** The AUC of the per-token statistic at
   position ``j`` for members against non-members, with a DeLong interval

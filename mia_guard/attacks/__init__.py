@@ -2,7 +2,7 @@
 
 ``get(name)`` returns a callable :class:`Attack`; ``available()`` lists the names;
 ``register(name)`` adds one. Every attack returns one float per canary, higher = more
-likely a member (DESIGN.md).
+likely a member (docs/architecture.md).
 """
 
 from .registry import Attack, AttackContext, available, get, register

@@ -1,7 +1,7 @@
 """Cross-fitting: fit on some canary folds, score the others.
 
 Supervised attacks use :func:`cross_fit` so that no canary's score depends on its own
-membership label (DESIGN.md, "Cross-fitting"). Folds are stratified by label, so every
+membership label (docs/architecture.md, "Conventions"). Folds are stratified by label, so every
 training split holds the same share of members and the split itself carries no label
 information about the held-out fold.
 """

@@ -1,4 +1,4 @@
-"""Correlation-aware sequence LiRA (the seed method, DESIGN.md; after Rossi et al. 2025).
+"""Correlation-aware sequence LiRA (the seed method, docs/architecture.md; after Rossi et al. 2025).
 
 Instead of reducing a canary to its mean loss, keep the vector ``s = (s_1..s_L)`` of
 its per-token statistic (:func:`mia_guard.attacks.lira.statistic_matrix`; higher =

@@ -1,5 +1,6 @@
 """Canaries: the set and its membership split, templates, token encoding, insertion into
-training data, and images as canaries. No torch import (docs/architecture.md)."""
+training data, and images as canaries (docs/architecture.md). Loading or generating a
+CanarySet imports no torch; inserting into torch datasets does."""
 
 from __future__ import annotations
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._io import atomic_write_json, check_format, read_json
+from .images import distinct_image_tokens
 from .templates import CanaryTemplate, resolve_template
 
 FORMAT = "mia_guard.canaries"
@@ -175,9 +175,7 @@ class CanarySet:
         """Token canaries of images ``[N, H, W]`` / ``[N, H, W, C]`` for autoregressive image models:
         pixels quantized to ``levels`` grey levels over ``value_range``, raster order, a BOS token
         ``levels`` first if ``bos``. See :mod:`mia_guard.canaries.images` (vocabulary, decoding, figures)."""
-        from .images import canaries_from_images
-
-        return canaries_from_images(images, levels, seed, split, value_range, bos)
+        return cls.from_token_ids(distinct_image_tokens(images, levels, value_range, bos), seed=seed, split=split)
 
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:
@@ -272,15 +270,3 @@ class CanarySet:
                 "Canaries must be exactly those used in training; restore the original file."
             )
         return loaded
-
-
-def check_not_present(canaries: CanarySet, haystack: str, what: str) -> None:
-    """Warn when canary texts already occur in ``haystack`` (the joined training data)."""
-    found = [i for i, c in enumerate(canaries.canaries) if c.text is not None and c.text in haystack]
-    if found:
-        warnings.warn(
-            f"{len(found)} canaries already occur in the {what} before insertion (first: index {found[0]}); "
-            "their membership labels are wrong. Use fresh canaries (another seed or template).",
-            UserWarning,
-            stacklevel=3,
-        )

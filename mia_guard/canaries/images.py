@@ -26,7 +26,6 @@ from typing import Sequence
 
 import numpy as np
 
-from .canary_set import CanarySet
 
 
 @dataclass(frozen=True)
@@ -166,15 +165,14 @@ def tokens_to_images(
     return quantized if value_range is None else dequantize_images(quantized, levels, value_range)
 
 
-def canaries_from_images(
+def distinct_image_tokens(
     images: np.ndarray,
     levels: int = 16,
-    seed: int = 0,
-    split: str = "coin",
     value_range: tuple[float, float] | None = None,
     bos: bool = True,
-) -> CanarySet:
-    """A token CanarySet of ``images`` (see :meth:`CanarySet.from_images`)."""
+) -> list[list[int]]:
+    """:func:`images_to_tokens`, refusing images that quantize to the same tokens (their
+    membership would be ambiguous); what :meth:`CanarySet.from_images` builds canaries of."""
     sequences = images_to_tokens(images, levels, value_range, bos)
     first_seen: dict[tuple[int, ...], int] = {}
     for i, seq in enumerate(sequences):
@@ -184,4 +182,4 @@ def canaries_from_images(
                 f"images {j} and {i} quantize to the same tokens at {levels} levels, so the membership of one is the "
                 "other's; drop duplicates (e.g. keep np.unique rows of the quantized images) or use more levels"
             )
-    return CanarySet.from_token_ids(sequences, seed=seed, split=split)
+    return sequences

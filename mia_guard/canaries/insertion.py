@@ -17,13 +17,26 @@ input                                 canary item
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import warnings
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
 import torch.utils.data
 
-from .canary_set import CanarySet, check_not_present
+
+class Canaries(Protocol):
+    """What insertion reads of a :class:`~mia_guard.canaries.canary_set.CanarySet`.
+
+    (``CanarySet.insert_into`` calls this module, so the set is described here rather
+    than imported: imports point one way, from the set to its insertion.)
+    """
+
+    kind: str
+    canaries: Sequence[Any]
+
+    @property
+    def members(self) -> list[Any]: ...
 
 
 def insertion_order(n_data: int, n_copies: int, rng: np.random.Generator) -> np.ndarray:
@@ -38,7 +51,7 @@ def insertion_order(n_data: int, n_copies: int, rng: np.random.Generator) -> np.
 
 
 def insert_canaries(
-    canaries: CanarySet,
+    canaries: Canaries,
     data: Any,
     *,
     repetitions: int,
@@ -77,7 +90,7 @@ def insert_canaries(
 class _ItemBuilder:
     """Builds a canary item that looks like the items of ``data``."""
 
-    def __init__(self, canaries: CanarySet, data: Any, tokenizer: Any, text_field: str) -> None:
+    def __init__(self, canaries: Canaries, data: Any, tokenizer: Any, text_field: str) -> None:
         if len(data) == 0:
             raise ValueError("cannot insert canaries into empty data: the item format is unknown")
         self.canaries = canaries
@@ -149,6 +162,18 @@ class _ItemBuilder:
     def warn_if_present(self) -> None:
         if self._haystack is not None:
             check_not_present(self.canaries, self._haystack(), "training data")
+
+
+def check_not_present(canaries: Canaries, haystack: str, what: str) -> None:
+    """Warn when canary texts already occur in ``haystack`` (the joined training data)."""
+    found = [i for i, c in enumerate(canaries.canaries) if c.text is not None and c.text in haystack]
+    if found:
+        warnings.warn(
+            f"{len(found)} canaries already occur in the {what} before insertion (first: index {found[0]}); "
+            "their membership labels are wrong. Use fresh canaries (another seed or template).",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _is_token_sequence(item: Any) -> bool:
