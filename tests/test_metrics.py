@@ -269,6 +269,8 @@ def test_mean_with_ci_is_student_t():
     assert stats.t.cdf((est.low - est.value) / sem, df=4) == pytest.approx(0.05, rel=1e-9)
     one = E.mean_with_ci([1.5])
     assert one.value == 1.5 and math.isnan(one.low) and one.note
+    same = E.mean_with_ci([2.0, 2.0, 2.0])
+    assert (same.value, same.low, same.high) == (2.0, 2.0, 2.0) and "equal" in same.note
     with pytest.raises(ValueError, match="NaN/inf"):
         E.mean_with_ci([1.0, float("nan")])
     with pytest.raises(ValueError, match="non-empty"):

@@ -100,7 +100,8 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 def mean_with_ci(values: Any, confidence: float = 0.95) -> Estimate:
     """Mean of ``values`` (e.g. member canary losses) with a Student-t interval.
 
-    Assumes independent values; with one value the interval is NaN (``note`` says so).
+    Assumes independent values; with one value the interval is NaN, with equal values a
+    point (``note`` says so).
 
     Raises:
         ValueError: empty input, not 1-D, or non-finite values.
@@ -118,5 +119,8 @@ def mean_with_ci(values: Any, confidence: float = 0.95) -> Estimate:
     mean = float(arr.mean())
     if arr.size == 1:
         return Estimate(mean, math.nan, math.nan, confidence, "one value: no interval")
-    low, high = stats.t.interval(confidence, df=arr.size - 1, loc=mean, scale=stats.sem(arr))
+    sem = float(stats.sem(arr))
+    if sem == 0.0:  # scipy wants a positive scale; equal values leave no spread to widen the interval
+        return Estimate(mean, mean, mean, confidence, "all values are equal: the interval is a point")
+    low, high = stats.t.interval(confidence, df=arr.size - 1, loc=mean, scale=sem)
     return Estimate(mean, float(low), float(high), confidence)
