@@ -33,6 +33,9 @@ from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
+from ..analyses import registry as analysis_registry  # the registries import none of their plug-ins
+from ..attacks import registry as attack_registry
+
 DEFAULT_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference", "lira_online", "seq_lira")
 DEFAULT_FPRS = (0.001, 0.01, 0.1)
 #: ``"first_audit"``: the first audited model (step 0) is the reference of calibrated attacks; ``"none"``: no reference.
@@ -78,9 +81,6 @@ class AuditConfig:
     chunk_size: int | None = None
 
     def __post_init__(self) -> None:
-        from ..analyses import registry as analysis_registry
-        from ..attacks import registry as attack_registry
-
         set_ = object.__setattr__  # normalise once; the instance is frozen afterwards
         set_(self, "attacks", _names("attacks", self.attacks, attack_registry.ATTACKS))
         set_(self, "analyses", _names("analyses", self.analyses, analysis_registry.ANALYSES, allow_empty=True))
