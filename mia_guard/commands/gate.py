@@ -13,8 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="decide from a report whether a model may be released (exit 0 release, 1 blocked, 2 cannot decide)",
         description="Judge the final audit of REPORT against a release policy on the bounds of its confidence "
         "intervals. Exit codes: 0 release; 1 blocked (also when a check is inconclusive and the policy blocks "
-        "on it); 2 cannot decide: missing or corrupt report, invalid policy (fails closed). "
-        "See docs/gate.md.",
+        "on it, and always when something was not measured or the canaries are too few); 2 cannot decide: "
+        "missing, corrupt or malformed report (the message names the bad field), invalid policy. The gate "
+        "fails closed: any error exits 2. See docs/gate.md.",
     )
     parser.add_argument("report", type=Path, help="report.json written by `mia-guard report` (or its directory)")
     parser.add_argument(
@@ -26,10 +27,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..cli import InputError
+
+    try:
+        text, exit_code = _decide(args)
+    except (InputError, FileNotFoundError, ValueError):
+        raise
+    except RecursionError:
+        raise InputError("the report or policy is nested too deeply to be judged; it is corrupt") from None
+    except Exception as err:  # the gate fails closed: whatever goes wrong, exit 2 and say what
+        raise InputError(
+            f"cannot decide ({type(err).__name__}: {err}); the gate fails closed. Check the report and the policy, "
+            "and report this as a mia_guard bug if both are files mia_guard wrote"
+        ) from err
+    print(text)
+    return exit_code
+
+
+def _decide(args: argparse.Namespace) -> tuple[str, int]:
     from ..gate import ReleasePolicy, evaluate_report
     from ..report.schema import load_report  # not ..report: the gate must not import torch
 
     policy = ReleasePolicy.from_toml(args.policy)
     decision = evaluate_report(policy, load_report(args.report))
-    print(json.dumps(decision.to_dict(), indent=2) if args.json else decision.explain())
-    return decision.exit_code
+    return (json.dumps(decision.to_dict(), indent=2) if args.json else decision.explain()), decision.exit_code

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..report.schema import pct
+from .evidence import DEFAULT_MAX_INVALID_SHARE, DEFAULT_MIN_CANARIES_PER_CLASS
 from .rules import _RULES_BY_KEY, ON_INCONCLUSIVE, OPTION_KEYS, RULES, STRONGEST, Rule
 
 if sys.version_info >= (3, 11):
@@ -43,6 +44,25 @@ def _in_range(value: Any, limits: tuple[float, float], where: str) -> float:
     return value
 
 
+def _limit(rule: Rule, value: Any, where: str) -> float:
+    """A limit in ``[lo, hi)`` of ``rule.limits``; a limit at ``hi`` (the figure's largest value) is refused."""
+    lo, hi = rule.limits
+    value = _number(value, where)
+    if value >= hi:
+        largest = "infinite" if math.isinf(hi) else f"at most {hi:g}"
+        raise ValueError(
+            f"{where} = {value:g} can never be exceeded (the {rule.label.format(fpr='an')} is {largest}), so it would "
+            f"release every model, leaking or not; use a limit below {hi:g}, or remove {rule.key} to leave it unjudged"
+        )
+    return _in_range(value, (lo, math.inf), where)
+
+
+def _count(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where} must be a positive integer (a number of canaries), got {value!r}")
+    return value
+
+
 def _parse_fpr_table(rule: Rule, table: Any) -> dict[float, float]:
     if not isinstance(table, Mapping) or not table:
         raise ValueError(
@@ -57,7 +77,7 @@ def _parse_fpr_table(rule: Rule, table: Any) -> dict[float, float]:
             raise ValueError(f"{rule.key}: FPR level {raw_fpr!r} is not a number; write it as a string like \"0.01\"") from None
         if not 0.0 < fpr < 1.0:
             raise ValueError(f"{rule.key}: FPR level {raw_fpr!r} must be between 0 and 1 (exclusive)")
-        limit = _in_range(raw_limit, rule.limits, f"{rule.key}[{raw_fpr!r}]")
+        limit = _limit(rule, raw_limit, f"{rule.key}[{raw_fpr!r}]")
         if limit < fpr:
             raise ValueError(
                 f"{rule.key}[{raw_fpr!r}] = {limit:g} is below {fpr:g}, the TPR that random guessing reaches at "
@@ -74,7 +94,13 @@ class ReleasePolicy:
         attack: ``"strongest"`` (judge every attack, the worst decides) or an attack name.
         confidence: the confidence level the decision must hold at; the audit's
             intervals must have been computed at this level or higher.
-        on_inconclusive: ``"block"`` (default, fail closed) or ``"pass"``.
+        on_inconclusive: ``"block"`` (default, fail closed) or ``"pass"``. It never releases
+            a figure that was not measured (see :mod:`mia_guard.gate.evidence`).
+        min_canaries_per_class: fewest members and fewest non-members with valid
+            statistics the final audit must have; fewer make the verdict inconclusive at
+            best, and it never releases.
+        max_invalid_share: largest share of canaries left out for invalid statistics;
+            more make the verdict inconclusive at best, and it never releases.
         **limits: keys of :data:`RULES`, e.g. ``max_auc=0.6``,
             ``max_tpr_at_fpr={0.01: 0.05}``, ``max_epsilon_lower_bound=1.0``.
 
@@ -88,6 +114,8 @@ class ReleasePolicy:
         attack: str = STRONGEST,
         confidence: float = 0.95,
         on_inconclusive: str = "block",
+        min_canaries_per_class: int = DEFAULT_MIN_CANARIES_PER_CLASS,
+        max_invalid_share: float = DEFAULT_MAX_INVALID_SHARE,
         **limits: Any,
     ) -> None:
         if not isinstance(attack, str) or not attack:
@@ -99,6 +127,10 @@ class ReleasePolicy:
         if not 0.5 <= self.confidence < 1.0:
             raise ValueError(f"confidence must be in [0.5, 1), e.g. 0.95; got {self.confidence:g}")
         self.on_inconclusive = on_inconclusive
+        self.min_canaries_per_class = _count(min_canaries_per_class, "min_canaries_per_class")
+        self.max_invalid_share = _number(max_invalid_share, "max_invalid_share")
+        if not 0.0 <= self.max_invalid_share < 1.0:
+            raise ValueError(f"max_invalid_share must be in [0, 1), e.g. 0.05; got {self.max_invalid_share:g}")
         self.limits: dict[str, Any] = {}
         for key, value in limits.items():
             rule = _RULES_BY_KEY.get(key)
@@ -106,7 +138,7 @@ class ReleasePolicy:
                 raise ValueError(f"unknown policy key {key!r}{_suggest(key, list(OPTION_KEYS) + list(_RULES_BY_KEY))}")
             if value is None:
                 continue
-            self.limits[key] = _parse_fpr_table(rule, value) if rule.per_fpr else _in_range(value, rule.limits, key)
+            self.limits[key] = _parse_fpr_table(rule, value) if rule.per_fpr else _limit(rule, value, key)
         if not self.limits:
             raise ValueError(f"the policy sets no limit; set at least one of {', '.join(_RULES_BY_KEY)}")
 
@@ -137,6 +169,10 @@ class ReleasePolicy:
             raise FileNotFoundError(f"policy file {path} does not exist; start from {example_policy_path()}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"policy file {path} is not valid TOML: {err}") from None
+        except OSError as err:
+            raise ValueError(f"policy file {path} cannot be read ({err.strerror or err}); give the path of a TOML file") from None
+        except RecursionError:
+            raise ValueError(f"policy file {path} is nested too deeply to be a release policy") from None
         return cls.from_dict(data, source=f"policy {path}")
 
     @classmethod
@@ -146,7 +182,13 @@ class ReleasePolicy:
 
     def to_dict(self) -> dict:
         """The policy as a TOML/JSON-able dict (FPR table keys as strings)."""
-        out: dict[str, Any] = {"attack": self.attack, "confidence": self.confidence, "on_inconclusive": self.on_inconclusive}
+        out: dict[str, Any] = {
+            "attack": self.attack,
+            "confidence": self.confidence,
+            "on_inconclusive": self.on_inconclusive,
+            "min_canaries_per_class": self.min_canaries_per_class,
+            "max_invalid_share": self.max_invalid_share,
+        }
         for key, value in self.limits.items():
             out[key] = {repr(f): v for f, v in value.items()} if isinstance(value, dict) else value
         return out

@@ -13,7 +13,7 @@ from ..report.schema import pct
 VERDICTS = ("pass", "inconclusive", "blocked")  # by severity
 ON_INCONCLUSIVE = ("block", "pass")
 STRONGEST = "strongest"
-OPTION_KEYS = ("attack", "confidence", "on_inconclusive")
+OPTION_KEYS = ("attack", "confidence", "on_inconclusive", "min_canaries_per_class", "max_invalid_share")
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,9 @@ class Reading:
 
     ``low``/``high`` are the interval ends (NaN when the figure has none); for a figure
     that is itself a lower bound (``lower_bound=True``) ``value`` is that bound.
-    ``source`` names the attack or the privacy figure it came from.
+    ``source`` names the attack or the privacy figure it came from. ``failed`` holds why
+    the figure could not be measured at all (an attack that raised): the reading then has
+    no value and fails closed.
     """
 
     source: str
@@ -32,6 +34,7 @@ class Reading:
     confidence: float
     lower_bound: bool = False
     note: str = ""
+    failed: str = ""
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,9 @@ class Rule:
     Attributes:
         key: the policy key holding the limit (e.g. ``"max_auc"``).
         label: the figure in words; ``{fpr}`` is filled in for per-FPR rules.
-        limits: allowed range ``(lo, hi)`` of the limit itself.
+        limits: ``(lo, hi)``: a limit must satisfy ``lo <= limit < hi``; ``hi`` is the largest
+            value the figure can take (1 for rates and AUC, infinity otherwise), so a limit
+            at ``hi`` could never be exceeded and is refused.
         attack_figure: for attack figures, ``(metrics_dict, fpr) -> estimate dict`` of one
             attack's ``AttackMetrics.to_dict()``; judged per attack.
         privacy_figures: for privacy figures, names in the final audit's ``extras["privacy"]``.

@@ -161,44 +161,22 @@ def to_plain(obj: Any, where: str) -> Any:
 
 
 def validate_report(data: Any, source: str = "report") -> dict:
-    """Check that ``data`` is a report this version reads; returns it unchanged.
+    """Check that ``data`` is a report this version reads, field by field; returns it unchanged.
+
+    See :mod:`mia_guard.report.validation` for what is checked (types, ranges, intervals,
+    step order, counts).
 
     Raises:
-        ValueError: wrong format, other schema version, or missing/ill-typed parts.
+        ValueError: wrong format or schema version, or a malformed field (the message
+            names it by path, e.g. ``audits[1].metrics.loss.auc.value``).
     """
+    from .validation import check_report_document
+
     check_format(
         data, fmt=REPORT_FORMAT, version=REPORT_SCHEMA_VERSION, what="report", source=source,
         fix="regenerate it from history.json with `mia-guard report DIR`",
     )
-    problems = []
-    for key, kind, label in (
-        ("confidence", (int, float), "number"),
-        ("fprs", list, "list"),
-        ("canaries", dict, "object"),
-        ("audits", list, "list"),
-    ):
-        if not isinstance(data.get(key), kind):
-            problems.append(f"'{key}' is missing or not a {label}")
-    audits = data.get("audits")
-    if isinstance(audits, list):
-        if not audits:
-            problems.append("'audits' is empty")
-        for i, entry in enumerate(audits):
-            if not isinstance(entry, dict):
-                problems.append(f"audits[{i}] is not an object")
-                continue
-            for key, kind, label in (
-                ("step", int, "integer"),
-                ("metrics", dict, "object"),
-                ("member_nll", dict, "object"),
-                ("nonmember_nll", dict, "object"),
-                ("skipped", dict, "object"),
-            ):
-                if not isinstance(entry.get(key), kind):
-                    problems.append(f"audits[{i}].{key} is missing or not an {label}")
-    if problems:
-        raise ValueError(f"{source} is malformed: {'; '.join(problems[:5])}; regenerate it with `mia-guard report DIR`")
-    return data
+    return check_report_document(data, source)
 
 
 def load_report(path: str | os.PathLike) -> dict:
@@ -220,6 +198,8 @@ def load_report(path: str | os.PathLike) -> dict:
         ) from None
     except UnicodeDecodeError as err:
         raise ValueError(f"report {path} is not UTF-8 text ({err}); it is corrupt or not a report") from err
+    except OSError as err:
+        raise ValueError(f"report {path} cannot be read ({err.strerror or err}); check the path and its permissions") from err
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -227,6 +207,10 @@ def load_report(path: str | os.PathLike) -> dict:
             f"report {path} is not valid JSON ({err}); the file is corrupt or truncated: "
             "regenerate it with `mia-guard report RUN_DIR`"
         ) from err
+    except RecursionError:
+        raise ValueError(
+            f"report {path} is nested too deeply to be a mia_guard report; it is corrupt or not a report"
+        ) from None
     return validate_report(data, source=f"report {path}")
 
 
