@@ -139,7 +139,8 @@ def test_missing_policy_exits_2(reports, tmp_path, capsys):
     [
         ("max_acu = 0.6\n", ["unknown policy key 'max_acu'", "did you mean 'max_auc'"]),
         ('max_auc = "low"\n', ["max_auc must be a number", "'low'"]),
-        ("max_auc = 1.5\n", ["max_auc must be between 0.5 and 1"]),
+        ("max_auc = 1.5\n", ["max_auc = 1.5 can never be exceeded"]),
+        ("max_auc = 0.4\n", ["max_auc must be >= 0.5"]),
         ("max_auc = 0.6\nconfidence = 1.5\n", ["confidence must be in [0.5, 1)"]),
         ('max_auc = 0.6\non_inconclusive = "maybe"\n', ['on_inconclusive must be "block" or "pass"']),
         ('[max_tpr_at_fpr]\n"0.1" = 0.05\n', ["below 0.1", "random guessing"]),
@@ -272,10 +273,12 @@ def test_extraction_rate_rule_judges_the_interval(clean, figure, verdict):
         assert "no member was prompted" in decision.reasons[0]
 
 
-def test_exposure_without_interval_is_judged_on_its_value(clean):
+def test_figure_without_interval_is_not_judged_and_never_releases(clean):
     report = _with_privacy(clean, {"exposure_max": 25.0})
-    decision = evaluate_report(ReleasePolicy(max_exposure=20.0), report)
-    assert decision.verdict == "blocked" and "no interval reported" in decision.reasons[0]
+    for on_inconclusive in ("block", "pass"):
+        decision = evaluate_report(ReleasePolicy(max_exposure=20.0, on_inconclusive=on_inconclusive), report)
+        assert decision.verdict == "inconclusive" and decision.exit_code == 1
+        assert "no interval reported" in decision.reasons[0] and decision.checks[0]["fail_closed"]
 
 
 def test_privacy_figure_at_lower_confidence_cannot_be_judged(clean):
@@ -285,7 +288,7 @@ def test_privacy_figure_at_lower_confidence_cannot_be_judged(clean):
 
 
 def test_malformed_privacy_figure_is_an_error(clean):
-    with pytest.raises(ValueError, match="neither a number nor a figure object"):
+    with pytest.raises(ValueError, match=r"extras.privacy.exposure_max must be a number, null or a figure object"):
         evaluate_report(ReleasePolicy(max_exposure=5.0), _with_privacy(clean, {"exposure_max": "high"}))
 
 
@@ -309,7 +312,7 @@ def test_every_rule_key_is_a_policy_key_and_documented():
 
 
 def _valid_limit(rule):
-    return {0.01: 0.5} if rule.per_fpr else rule.limits[1] if rule.limits[1] < float("inf") else 1.0
+    return {0.01: 0.5} if rule.per_fpr else min(rule.limits[1] - 0.01, 1.0)
 
 
 def test_check_compatible_reports_what_to_change():
@@ -362,10 +365,10 @@ def test_custom_policy_example_judges_every_audit(leaky, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "low,high,verdict", [(22.0, 30.0, "blocked"), (10.0, 19.0, "pass"), (15.0, 30.0, "inconclusive")]
+    "value,low,high,verdict", [(26.0, 22.0, 30.0, "blocked"), (15.0, 10.0, 19.0, "pass"), (21.0, 15.0, 30.0, "inconclusive")]
 )
-def test_float_privacy_figure_is_judged_on_its_sibling_interval(clean, low, high, verdict):
+def test_float_privacy_figure_is_judged_on_its_sibling_interval(clean, value, low, high, verdict):
     """The privacy analysis writes plain floats with `<name>_low` / `<name>_high` beside them."""
-    report = _with_privacy(clean, {"exposure_max": 21.0, "exposure_max_low": low, "exposure_max_high": high})
+    report = _with_privacy(clean, {"exposure_max": value, "exposure_max_low": low, "exposure_max_high": high})
     decision = evaluate_report(ReleasePolicy(max_exposure=20.0), report)
     assert decision.checks[0]["verdict"] == verdict

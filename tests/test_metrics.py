@@ -13,6 +13,7 @@ from sklearn import metrics as skm
 from mia_guard.stats import estimate as E
 from mia_guard.stats import metrics as M
 from mia_guard.stats import roc as R
+from mia_guard.stats.score_intervals import auc_score_interval
 
 
 def _random_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,9 +98,11 @@ def test_delong_components_match_direct_computation(seed):
     if v01_ref.size > 1:
         var += np.var(v01_ref, ddof=1) / v01_ref.size
     half = stats.norm.ppf(0.95) * math.sqrt(var)
+    score_low, score_high = auc_score_interval(auc_ref, v10_ref.size, v01_ref.size, 0.9)
     assert est.value == pytest.approx(auc_ref, abs=1e-12)
-    assert est.low == pytest.approx(max(0.0, auc_ref - half), abs=1e-12)
-    assert est.high == pytest.approx(min(1.0, auc_ref + half), abs=1e-12)
+    # the hull of the DeLong interval and the score interval (never narrower than DeLong)
+    assert est.low == pytest.approx(max(0.0, min(auc_ref - half, score_low)), abs=1e-12)
+    assert est.high == pytest.approx(min(1.0, max(auc_ref + half, score_high)), abs=1e-12)
 
 
 def test_delong_interval_covers_true_auc():
@@ -114,10 +117,12 @@ def test_delong_interval_covers_true_auc():
     assert covered / trials >= 0.90
 
 
-def test_perfect_separation_gives_degenerate_interval_with_note():
+def test_perfect_separation_keeps_a_score_interval_with_note():
+    """DeLong's variance is 0 here; 2 + 2 canaries cannot show an AUC above 0.39 at 95%."""
     est = R.auc_with_ci([3, 4, 1, 2], [True, True, False, False])
-    assert (est.value, est.low, est.high) == (1.0, 1.0, 1.0)
-    assert "degenerate" in est.note
+    assert (est.value, est.high) == (1.0, 1.0)
+    assert est.low == pytest.approx(auc_score_interval(1.0, 2, 2)[0]) and 0.3 < est.low < 0.5
+    assert "score interval" in est.note
 
 
 # ------------------------------------------------------------------ Clopper–Pearson

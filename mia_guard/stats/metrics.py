@@ -7,7 +7,8 @@ advantage, and :class:`AttackMetrics` (AUC, TPR@FPR, advantage together).
 * TPR at a target FPR: exact Clopper-Pearson interval on the member count above the
   threshold, *given* the threshold picked on the non-members.
 * Advantage (max TPR - FPR): basic bootstrap, members and non-members resampled
-  separately (the class sizes stay fixed, as in the audit design).
+  separately (the class sizes stay fixed, as in the audit design), widened to hold the
+  score interval of TPR - FPR at the best threshold (never of zero width).
 
 All functions are pure numpy/scipy; nothing here fits anything on the canaries it scores.
 """
@@ -22,6 +23,7 @@ import numpy as np
 
 from .estimate import Estimate, _check_confidence, clopper_pearson
 from .roc import _check_fpr, _roc_counts, auc_with_ci, check_scores, crossfit_auc_with_ci
+from .score_intervals import difference_interval
 
 # Relative slack for "n * fpr >= 1": 1000 * 0.001 must count as resolvable even when the
 # float product lands a hair below 1.
@@ -135,13 +137,22 @@ def advantage(
     point estimate is optimistically biased: it maximizes over thresholds on the same
     canaries.
 
-    Interval: bootstrap with members and non-members resampled separately
-    (``n_bootstrap`` resamples, seeded), in its basic (reverse-percentile) form
-    ``[2 * value - q_hi, 2 * value - q_lo]`` clipped to ``[0, 1]``, which moves the
-    interval against the max-over-thresholds bias. Measured coverage of the nominal 95%
-    interval (Gaussian scores 1 sd apart, 100 + 100 canaries, 1000 resamples, 200
-    trials): 90.5% for this form, 84.5% for the plain percentile interval. Still below
-    nominal: treat it as approximate.
+    Interval: the hull of two intervals, clipped to ``[0, 1]``:
+
+    * bootstrap with members and non-members resampled separately (``n_bootstrap``
+      resamples, seeded), in its basic (reverse-percentile) form
+      ``[2 * value - q_hi, 2 * value - q_lo]``, which moves the interval against the
+      max-over-thresholds bias;
+    * Newcombe's (1998) hybrid score interval of TPR − FPR at the threshold that attains
+      the maximum (:func:`~mia_guard.stats.score_intervals.difference_interval`).
+
+    The bootstrap alone collapses when resamples cannot vary (one canary per class,
+    perfect separation: ``1.000 [1.000, 1.000]``) and misses high on leaky models with
+    few canaries. Measured (Gaussian scores, 300 trials per cell, 500 resamples): with 5
+    to 200 canaries per class and shifts 0, 1 and 3 sd, the true advantage lay above the
+    hull's upper end in at most 1.3% of trials (bootstrap alone: up to 2.7%), and below
+    its lower end in up to 14% at shift 0 (the max-over-thresholds bias, which only ever
+    errs towards blocking).
     """
     scores, labels = check_scores(scores, is_member)
     confidence = _check_confidence(confidence)
@@ -149,12 +160,15 @@ def advantage(
     if n_bootstrap < 1:
         raise ValueError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
     fps, tps, _ = _roc_counts(scores, labels)
-    value = float(np.max(tps / tps[-1] - fps / fps[-1]))
+    differences = tps / tps[-1] - fps / fps[-1]
+    best = int(np.argmax(differences))
+    value = float(differences[best])
     boot = _bootstrap_advantage(scores, labels, n_bootstrap, np.random.default_rng(seed))
     tail = (1.0 - confidence) / 2.0
     q_low, q_high = np.quantile(boot, [tail, 1.0 - tail])
-    low = min(max(2.0 * value - float(q_high), 0.0), value)
-    high = max(min(2.0 * value - float(q_low), 1.0), value)
+    score_low, score_high = difference_interval(int(tps[best]), int(tps[-1]), int(fps[best]), int(fps[-1]), confidence)
+    low = min(max(min(2.0 * value - float(q_high), score_low), 0.0), value)
+    high = max(min(max(2.0 * value - float(q_low), score_high), 1.0), value)
     return Estimate(value, low, high, confidence)
 
 

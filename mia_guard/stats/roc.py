@@ -5,8 +5,10 @@ and ``+inf`` are allowed and ranked, NaN is rejected) and ``is_member`` (bool ``
 ``True`` = the canary was inserted into training; 0/1 integers are accepted).
 
 * AUC: DeLong et al. (1988) variance, computed with the midrank algorithm of
-  Sun & Xu (2014), and a normal interval clipped to ``[0, 1]``.
-* Cross-fitted attacks: the mean of per-fold AUCs with a Nadeau-Bengio corrected t interval.
+  Sun & Xu (2014), and a normal interval clipped to ``[0, 1]``, widened to hold
+  Newcombe's (2006) score interval (honest with few canaries, never of zero width).
+* Cross-fitted attacks: the mean of per-fold AUCs with a Nadeau-Bengio corrected t
+  interval, widened the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from scipy import stats
 
 from .estimate import Estimate, _check_confidence
+from .score_intervals import auc_score_interval
 
 
 def check_scores(
@@ -155,12 +158,15 @@ def delong_components(scores: Any, is_member: Any) -> tuple[float, np.ndarray, n
 
 
 def auc_with_ci(scores: Any, is_member: Any, confidence: float = 0.95) -> Estimate:
-    """AUC with a DeLong normal interval, clipped to ``[0, 1]``.
+    """AUC with the hull of the DeLong normal interval and Newcombe's score interval, in ``[0, 1]``.
 
-    ``Var(AUC) = var(v10) / n_members + var(v01) / n_nonmembers`` (sample variances, see
-    :func:`delong_components`). The interval is asymptotic: with few canaries it can be
-    too narrow, and it collapses to a point when the variance is 0 (perfect separation
-    or all scores tied); ``note`` says so.
+    DeLong: ``Var(AUC) = var(v10) / n_members + var(v01) / n_nonmembers`` (sample
+    variances, see :func:`delong_components`). It is asymptotic: with few canaries it is
+    too narrow, and it collapses to a point when its variance is 0 (perfect separation,
+    all scores tied, one canary per class). The interval reported also holds the score
+    interval of :func:`~mia_guard.stats.score_intervals.auc_score_interval`, which keeps
+    a sensible width down to one canary per class (1 + 1 canaries at AUC 1: [0.21, 1]);
+    with many canaries the two agree.
     """
     confidence = _check_confidence(confidence)
     auc, v10, v01 = delong_components(scores, is_member)
@@ -170,13 +176,14 @@ def auc_with_ci(scores: Any, is_member: Any, confidence: float = 0.95) -> Estima
     if v01.size > 1:
         var += float(np.var(v01, ddof=1)) / v01.size
     half = float(stats.norm.ppf(0.5 + confidence / 2.0)) * math.sqrt(var)
+    score_low, score_high = auc_score_interval(auc, v10.size, v01.size, confidence)
     note = ""
     if var == 0.0:
         note = (
-            "DeLong variance is 0 (perfect separation, all scores tied, or one canary per "
-            "class): the interval is degenerate; add canaries for a usable interval"
+            "DeLong variance is 0 (perfect separation, all scores tied, or one canary per class): the interval "
+            "is Newcombe's score interval alone; add canaries for a narrower one"
         )
-    return Estimate(auc, max(0.0, auc - half), min(1.0, auc + half), confidence, note)
+    return Estimate(auc, max(0.0, min(auc - half, score_low)), min(1.0, max(auc + half, score_high)), confidence, note)
 
 
 def crossfit_auc_with_ci(scores: Any, is_member: Any, folds: Any, confidence: float = 0.95) -> Estimate:
@@ -213,5 +220,11 @@ def crossfit_auc_with_ci(scores: Any, is_member: Any, folds: Any, confidence: fl
     # the per-fold AUCs are positively correlated; 1/K + n_test/n_train = 1/K + 1/(K-1) for K folds.
     scale = math.sqrt(1.0 / k + 1.0 / (k - 1))
     half = float(stats.t.ppf(0.5 + confidence / 2, k - 1) * np.std(per_fold, ddof=1) * scale)
-    note = f"mean of {k} per-fold AUCs, Nadeau-Bengio corrected t interval across folds (cross-fitted scores)"
-    return Estimate(mean, max(0.0, mean - half), min(1.0, mean + half), confidence, note)
+    # never narrower than the score interval of one AUC on all these canaries (folds that agree
+    # exactly, e.g. all separating perfectly, would otherwise give a zero-width interval)
+    score_low, score_high = auc_score_interval(mean, int(labels.sum()), int((~labels).sum()), confidence)
+    note = (
+        f"mean of {k} per-fold AUCs, Nadeau-Bengio corrected t interval across folds (cross-fitted scores), "
+        "at least as wide as the score interval of all canaries"
+    )
+    return Estimate(mean, max(0.0, min(mean - half, score_low)), min(1.0, max(mean + half, score_high)), confidence, note)
