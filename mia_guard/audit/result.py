@@ -134,6 +134,7 @@ class AuditHistory:
         self.fprs = tuple(fprs)
         self.confidence = confidence
         self.results: list[AuditResult] = list(results)
+        check_step_order([r.step for r in self.results])
 
     def __len__(self) -> int:
         return len(self.results)
@@ -150,10 +151,11 @@ class AuditHistory:
         return [r.step for r in self.results]
 
     def append(self, result: AuditResult) -> None:
-        if self.results and result.step < self.results[-1].step:
+        if self.results and result.step <= self.results[-1].step:
+            when = "the step of" if result.step == self.results[-1].step else "earlier than"
             raise ValueError(
-                f"audit at step {result.step} is earlier than the last recorded step {self.results[-1].step}; "
-                "use truncate_after(step) when resuming from an earlier checkpoint"
+                f"audit at step {result.step} is {when} the last recorded audit (step {self.results[-1].step}); "
+                "audit each step once, and use truncate_after(step) when resuming from an earlier checkpoint"
             )
         self.results.append(result)
 
@@ -205,10 +207,23 @@ class AuditHistory:
             )
         except (KeyError, TypeError) as err:
             raise ValueError(f"{source} is malformed ({err!r})") from err
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from err
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "AuditHistory":
         return cls.from_dict(read_json(path, "audit history"), source=str(path))
+
+
+def check_step_order(steps: Sequence[int]) -> None:
+    """Raise ``ValueError`` unless ``steps`` strictly increase: the curve, the step-0 reference and the
+    final audit the gate judges are all read from the order of the audits."""
+    for earlier, later in zip(steps, steps[1:]):
+        if later <= earlier:
+            raise ValueError(
+                f"the audits are not in increasing step order (step {later} follows step {earlier}; steps "
+                f"{list(steps)[:10]}); the history was edited or merged from several runs: regenerate it"
+            )
 
 
 def _pct(fpr: float) -> str:

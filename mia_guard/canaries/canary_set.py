@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._io import atomic_write_json, check_format, read_json
+from .checks import check_distinct, check_secrets
 from .images import distinct_image_tokens
 from .templates import CanaryTemplate, resolve_template
 
@@ -96,6 +97,8 @@ class CanarySet:
         is_member = np.asarray(is_member, dtype=bool)
         if is_member.shape != (len(canaries),):
             raise ValueError(f"is_member has shape {is_member.shape}, expected ({len(canaries)},)")
+        check_distinct(canaries)
+        check_secrets(canaries)
         self.canaries = tuple(canaries)
         self.is_member = is_member
         self.is_member.setflags(write=False)

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.utils.data
 
+from .checks import check_rows, check_text_field
+
 
 class Canaries(Protocol):
     """What insertion reads of a :class:`~mia_guard.canaries.canary_set.CanarySet`.
@@ -67,6 +69,8 @@ def insert_canaries(
             f"cannot insert canaries into {type(data).__name__}; pass a list of strings, token-id sequences or "
             "dicts, a datasets.Dataset, or a map-style torch Dataset"
         )
+    if isinstance(data, list):
+        check_rows(data)
     members = canaries.members
     n_copies = len(members) * repetitions
     rng = np.random.default_rng([seed, 2])
@@ -125,6 +129,8 @@ class _ItemBuilder:
                     "Insert canaries before adding other columns, or keep only the text column."
                 )
             self._require_texts("text rows")
+            if isinstance(data, list):
+                check_text_field(data, self.text_field)
             self.make = lambda c: {self.text_field: c.text}
             self._haystack = lambda: "\x00".join(row[self.text_field] for row in data)
         elif "input_ids" in keys:

@@ -23,6 +23,7 @@ import torch
 
 from ..canaries.canary_set import CanarySet
 from ..canaries.encoding import EncodedCanaries, encode_canaries
+from .checks import check_logits, check_token_ids, scorable_model
 from .token_stats import STAT_FIELDS, TokenStats
 
 #: Upper bound on the float32 chunk of log-probabilities held at once (bytes).
@@ -47,7 +48,8 @@ def score_tokens(
     """Per-token statistics of every canary under ``model``.
 
     Args:
-        model: a Hugging Face causal LM or a callable returning logits ``[B, T, V]``.
+        model: a Hugging Face causal LM or a callable returning logits ``[B, T, V]``;
+            ``torch.compile``, DDP and DataParallel wrappers are looked through.
         canaries: a CanarySet (tokenized with ``tokenizer``) or pre-encoded canaries.
         tokenizer: needed for text canaries passed as a CanarySet.
         batch_size: canaries per forward pass; default picks one from a token budget.
@@ -59,8 +61,10 @@ def score_tokens(
     Returns:
         TokenStats with N rows in the canaries' order.
     """
+    model = scorable_model(model)
     encoded = canaries if isinstance(canaries, EncodedCanaries) else encode_canaries(canaries, tokenizer)
     _check_context_length(model, encoded)
+    check_token_ids(model, encoded, canaries.texts if isinstance(canaries, CanarySet) else None)
     device = torch.device(device) if device is not None else _model_device(model)
     vocab = _vocab_size(model)
     if batch_size is None:
@@ -178,11 +182,7 @@ class _LogitsFunction:
 def _call_for_logits(model: Any, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
     output = model(input_ids=ids, attention_mask=attention) if _is_hf_model(model) else model(ids, attention)
     logits = output.logits if hasattr(output, "logits") else output
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or logits.shape[:2] != ids.shape:
-        raise TypeError(
-            "the model must return logits of shape [batch, tokens, vocab] (or an object with .logits); "
-            f"got {type(logits).__name__} {getattr(logits, 'shape', '')}"
-        )
+    check_logits(logits, ids)
     return logits
 
 
