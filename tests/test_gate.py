@@ -372,3 +372,49 @@ def test_float_privacy_figure_is_judged_on_its_sibling_interval(clean, value, lo
     report = _with_privacy(clean, {"exposure_max": value, "exposure_max_low": low, "exposure_max_high": high})
     decision = evaluate_report(ReleasePolicy(max_exposure=20.0), report)
     assert decision.checks[0]["verdict"] == verdict
+
+
+# ------------------------------------------------------------------ minimum evidence and failing closed
+
+
+def test_evidence_options_round_trip_and_are_documented():
+    policy = ReleasePolicy(max_auc=0.7, min_canaries_per_class=10, max_invalid_share=0.2)
+    assert ReleasePolicy.from_dict(policy.to_dict()) == policy
+    assert ReleasePolicy(max_auc=0.7).min_canaries_per_class == 25
+    docs = (Path(__file__).parents[1] / "docs" / "gate.md").read_text()
+    for key in ("min_canaries_per_class", "max_invalid_share", "on_inconclusive"):
+        assert f"`{key}`" in docs
+
+
+@pytest.mark.parametrize("bad", [{"min_canaries_per_class": True}, {"min_canaries_per_class": 0},
+                                 {"max_invalid_share": -0.1}, {"max_invalid_share": 1.0}])
+def test_evidence_options_are_validated(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        ReleasePolicy(max_auc=0.7, **bad)
+
+
+def test_too_few_canaries_never_pass_but_blocked_stays_blocked(leaky, clean):
+    strict = dict(min_canaries_per_class=1000, on_inconclusive="pass")
+    passing = evaluate_result(ReleasePolicy(max_auc=0.9, **strict), clean.history.last)
+    assert passing.verdict == "inconclusive" and passing.exit_code == 1
+    assert passing.checks[-1]["key"] == "min_canaries_per_class" and passing.checks[-1]["fail_closed"]
+    assert "the gate fails closed whatever on_inconclusive says" in passing.explain()
+    blocked = evaluate_result(ReleasePolicy(max_auc=0.7, **strict), leaky.history.last)
+    assert blocked.verdict == "blocked" and blocked.exit_code == 1
+
+
+def test_a_result_with_malformed_figures_is_refused(clean):
+    import copy
+
+    result = copy.deepcopy(clean.history.last)
+    auc = result.metrics["loss"].auc
+    result.metrics["loss"].auc = type(auc)(0.9, 0.2, 0.4, auc.confidence)
+    with pytest.raises(ValueError, match=r"metrics.loss.auc value 0.9 lies outside its interval \[0.2, 0.4\]"):
+        evaluate_result(ReleasePolicy(max_auc=0.7), result)
+
+
+def test_decision_dicts_without_fail_closed_still_load(leaky):
+    decision = evaluate_result(ReleasePolicy(max_auc=0.7), leaky.history.last).to_dict()
+    for check in decision["checks"]:
+        check.pop("fail_closed")
+    assert GateDecision.from_dict(decision).explain().startswith("mia-guard gate: BLOCKED")

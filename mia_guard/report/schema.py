@@ -9,11 +9,13 @@ plain, schema-versioned JSON (format ``"mia_guard.report"``, ``schema_version`` 
       "confidence": 0.95,            # level of every interval below
       "fprs": [0.001, 0.01, 0.1],    # FPR levels at which TPR was measured
       "canaries": {"hash", "count", "members", "non_members", "kind", "template", "secret_space_bits"},
-      "audits": [                    # one entry per audit, in step order (see audit_entry)
+      "audits": [                    # one entry per audit, in strictly increasing step order (see audit_entry)
         {"step", "timestamp", "metrics": {attack: AttackMetrics.to_dict()},
-         "member_nll", "nonmember_nll", "skipped", "notes", "invalid_canaries", "extras"}
+         "member_nll", "nonmember_nll", "skipped", "notes", "invalid_canaries", "extras",
+         "failed_attacks"?}         # optional: attacks that raised, with the reason
       ],
-      "final": {"step", "strongest_attack", "strongest_by"},
+      "failed_audits": [{"step", "reason"}],   # optional: audits that could not run
+      "final": {"step", "strongest_attack", "strongest_by"},   # step: the last audit's
       "gate": GateDecision.to_dict() or null,
       "run_info": {...}              # passed through (DP epsilon, training arguments, ...)
     }
@@ -21,6 +23,7 @@ plain, schema-versioned JSON (format ``"mia_guard.report"``, ``schema_version`` 
 Estimates are ``{"value", "low", "high", "confidence", "note"}`` with ``null`` for values
 the data cannot resolve (e.g. TPR at an FPR below 1 / non-members). Per-canary scores
 and token statistics stay in the history file; the report holds only figures.
+:func:`validate_report` checks every field (:mod:`mia_guard.report.validation`).
 """
 
 from __future__ import annotations
