@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Mapping
 
 UNIT = (0.0, 1.0)
@@ -207,7 +208,7 @@ def _audit(c: _Checker, entry: Any, path: str, ctx: AuditContext) -> None:
     entry = c.obj(entry, path)
     if entry is None:
         return
-    at = lambda key: path_of(path, key)  # noqa: E731 - a local shorthand
+    at = partial(path_of, path)
     c.integer(entry.get("step", _MISSING), at("step"))
     c.real(entry.get("timestamp", _MISSING), at("timestamp"))
     level = ctx.confidence
@@ -243,7 +244,7 @@ def _attack_metrics(c: _Checker, metric: Any, path: str, name: str, level: float
     metric = c.obj(metric, path)
     if metric is None:
         return None
-    at = lambda key: path_of(path, key)  # noqa: E731
+    at = partial(path_of, path)
     attack = c.text(metric.get("attack", _MISSING), at("attack"))
     if attack is not None and attack != name:
         c.bad(at("attack"), f"is {attack!r} but the entry is listed under {name!r}")
