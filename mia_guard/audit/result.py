@@ -29,7 +29,9 @@ class AuditResult:
         scores: per attack, one score per canary ``[N]`` (higher = member; NaN for
             canaries left out because their statistics were not finite).
         member_nll, nonmember_nll: mean per-canary NLL of members / non-members with a CI.
-        skipped: attacks that could not run, with the reason.
+        skipped: attacks that could not run here (a need unmet, too few canaries), with the reason.
+        failed_attacks: attacks that raised an error, with the error; the release gate
+            fails closed on them (nothing was measured).
         notes: warnings raised during the audit, in words.
         invalid_canaries: indices of canaries with non-finite statistics.
         seconds: wall time of the stages (``scoring``, ``attacks``).
@@ -49,6 +51,7 @@ class AuditResult:
     stats: TokenStats | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     timestamp: float = field(default_factory=time.time)
+    failed_attacks: dict[str, str] = field(default_factory=dict)
 
     def best_attack(self) -> str | None:
         """The attack with the highest AUC point estimate (``None`` if no attack ran)."""
@@ -81,6 +84,7 @@ class AuditResult:
             lines.append(f"[low, high] = {level:.0%} intervals")
         lines += [f"n/a at {_pct(f)} FPR: {note}" for f, note in unresolved.items()]
         lines += [f"skipped {name}: {why}" for name, why in self.skipped.items()]
+        lines += [f"FAILED {name}: {why}" for name, why in self.failed_attacks.items()]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -93,6 +97,7 @@ class AuditResult:
             "member_nll": self.member_nll.to_dict(),
             "nonmember_nll": self.nonmember_nll.to_dict(),
             "skipped": self.skipped,
+            "failed_attacks": self.failed_attacks,
             "notes": self.notes,
             "invalid_canaries": self.invalid_canaries,
             "seconds": self.seconds,
@@ -110,6 +115,7 @@ class AuditResult:
             member_nll=Estimate.from_dict(data["member_nll"]),
             nonmember_nll=Estimate.from_dict(data["nonmember_nll"]),
             skipped=dict(data["skipped"]),
+            failed_attacks=dict(data.get("failed_attacks") or {}),
             notes=list(data["notes"]),
             invalid_canaries=list(data["invalid_canaries"]),
             seconds=dict(data["seconds"]),
@@ -128,6 +134,7 @@ class AuditHistory:
         fprs: Sequence[float],
         confidence: float,
         results: Sequence[AuditResult] = (),
+        failures: Sequence[dict[str, Any]] = (),
     ) -> None:
         self.canary_hash = canary_hash
         self.is_member = np.asarray(is_member, dtype=bool)
@@ -135,6 +142,10 @@ class AuditHistory:
         self.confidence = confidence
         self.results: list[AuditResult] = list(results)
         check_step_order([r.step for r in self.results])
+        #: audits that could not run: ``{"step", "reason"}`` in the order they failed
+        self.failures: list[dict[str, Any]] = [
+            {"step": int(f["step"]), "reason": str(f["reason"])} for f in failures
+        ]
 
     def __len__(self) -> int:
         return len(self.results)
@@ -159,9 +170,20 @@ class AuditHistory:
             )
         self.results.append(result)
 
+    def record_failure(self, step: int, reason: str) -> None:
+        """Record that the audit at ``step`` could not run (the report lists it; the gate fails
+        closed when it is at or after the last audit that ran)."""
+        self.failures.append({"step": int(step), "reason": str(reason)})
+
+    def failed_since_last(self) -> list[dict[str, Any]]:
+        """Failures at or after the step of the last audit that ran (all of them when none ran)."""
+        last = self.last
+        return [f for f in self.failures if last is None or f["step"] >= last.step]
+
     def truncate_after(self, step: int) -> None:
-        """Drop audits later than ``step`` (resuming from a checkpoint at ``step``)."""
+        """Drop audits (and failures) later than ``step`` (resuming from a checkpoint at ``step``)."""
         self.results = [r for r in self.results if r.step <= step]
+        self.failures = [f for f in self.failures if f["step"] <= step]
 
     def curve(self, attack: str, metric: str = "auc", fpr: float | None = None) -> dict[str, np.ndarray]:
         """``{"step", "value", "low", "high"}`` arrays of one metric over the audits that ran ``attack``.
@@ -188,6 +210,7 @@ class AuditHistory:
             "fprs": list(self.fprs),
             "confidence": self.confidence,
             "results": [r.to_dict(include_stats) for r in self.results],
+            "failed_audits": [dict(f) for f in self.failures],
         }
 
     def save(self, path: str | os.PathLike, include_stats: bool = True) -> Path:
@@ -204,6 +227,7 @@ class AuditHistory:
                 data["fprs"],
                 data["confidence"],
                 [AuditResult.from_dict(r) for r in data["results"]],
+                data.get("failed_audits") or [],
             )
         except (KeyError, TypeError) as err:
             raise ValueError(f"{source} is malformed ({err!r})") from err

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..report.schema import audit_entry, pct, validate_report
 from ..report.validation import check_audit_entry
@@ -128,17 +128,22 @@ def evaluate_report(policy: ReleasePolicy, report: dict) -> GateDecision:
     return _evaluate_entry(policy, final, report_fprs=report["fprs"], extra_checks=failures)
 
 
-def evaluate_result(policy: ReleasePolicy, result: "AuditResult") -> GateDecision:
+def evaluate_result(
+    policy: ReleasePolicy, result: "AuditResult", *, failed_audits: Sequence[Mapping[str, Any]] = ()
+) -> GateDecision:
     """Judge one :class:`~mia_guard.audit.result.AuditResult` (e.g. after each audit in a callback).
 
-    Same judgement as :func:`evaluate_report` on a report whose final audit is ``result``.
+    Same judgement as :func:`evaluate_report` on a report whose final audit is ``result``
+    and whose ``failed_audits`` are ``failed_audits`` (``AuditHistory.failures``): one at
+    or after ``result.step`` makes the decision fail closed.
 
     Raises:
         ValueError: the result holds malformed figures, or the policy cannot be judged on it.
     """
     entry = audit_entry(result)
     check_audit_entry(entry, path=f"audit at step {entry['step']}", source="the audit result")
-    return _evaluate_entry(policy, entry, report_fprs=None)
+    return _evaluate_entry(policy, entry, report_fprs=None,
+                           extra_checks=failed_audit_checks(failed_audits, entry["step"]))
 
 
 def _evaluate_entry(

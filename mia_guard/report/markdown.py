@@ -93,6 +93,11 @@ def _audited(report: dict) -> str:
     ]
     if final.get("skipped"):
         lines.append("- Skipped at the final audit: " + "; ".join(f"`{a}` ({why})" for a, why in final["skipped"].items()))
+    if final.get("failed_attacks"):
+        lines.append("- **Failed** at the final audit (the gate fails closed on them): "
+                     + "; ".join(f"`{a}` ({why})" for a, why in final["failed_attacks"].items()))
+    for failure in report.get("failed_audits") or []:
+        lines.append(f"- **The audit at step {failure['step']} failed** and was skipped: {failure['reason']}.")
     run_info = dict(report.get("run_info") or {})
     if isinstance(run_info.get(PREFIX_KEY), dict):
         del run_info[PREFIX_KEY]  # shown as its own section
