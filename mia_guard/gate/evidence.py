@@ -21,10 +21,7 @@ says. The same holds for a figure that was never measured (see
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
-
-if TYPE_CHECKING:
-    from .policy import ReleasePolicy
+from typing import Any, Mapping, Sequence
 
 #: Default fewest members, and fewest non-members, with valid statistics (``min_canaries_per_class``).
 DEFAULT_MIN_CANARIES_PER_CLASS = 25
@@ -50,12 +47,13 @@ def record(key: str, figure: str, limit: float | None, verdict: str, reason: str
     }
 
 
-def evidence_checks(policy: "ReleasePolicy", entry: Mapping[str, Any]) -> list[dict]:
+def evidence_checks(policy: Any, entry: Mapping[str, Any]) -> list[dict]:
     """Fail-closed ``inconclusive`` checks for an audit with too few valid canaries or too many
     invalid ones; empty when the evidence suffices (or no attack ran: every attack check
     fails closed then anyway).
 
-    ``entry`` is a validated audit record: every attack's ``n_members`` / ``n_nonmembers``
+    ``policy`` is a :class:`~mia_guard.gate.policy.ReleasePolicy` (not imported: the policy
+    module imports this one for its defaults). ``entry`` is a validated audit record: every attack's ``n_members`` / ``n_nonmembers``
     count the same valid canaries.
     """
     metrics = entry["metrics"]
