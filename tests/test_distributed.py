@@ -156,3 +156,15 @@ def test_fsdp_loop_audits_equal_single_process_audits_of_the_same_weights(tmp_pa
     assert_ranks_agree(rank_files(tmp_path))
     assert_one_set_of_logs(tmp_path / "mia", [0, 2, 4])
 
+
+
+def test_failed_audits_are_agreed_by_every_rank_without_a_hang(tmp_path):
+    """Evaluation failing on rank 0 (NaN logits) and scoring failing on rank 1 only: both ranks
+    skip the same audits, record the same failures, and training goes on."""
+    torchrun("failing_loop.py", tmp_path)
+    seen = rank_files(tmp_path)
+    assert seen[0]["steps"] == seen[1]["steps"] == [0, 3]
+    assert [f["step"] for f in seen[0]["failures"]] == [f["step"] for f in seen[1]["failures"]] == [1, 2]
+    assert "non-finite logits" in seen[0]["failures"][0]["reason"] == seen[1]["failures"][0]["reason"]
+    assert "failed on another process of the run" in seen[0]["failures"][1]["reason"] == seen[1]["failures"][1]["reason"]
+    assert [f["step"] for f in AuditHistory.load(tmp_path / "mia" / "history.json").failures] == [1, 2]

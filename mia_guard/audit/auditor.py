@@ -20,6 +20,7 @@ from ..attacks.crossfit import stratified_folds
 from ..attacks.registry import AttackContext
 from ..canaries.canary_set import CanarySet
 from ..canaries.encoding import encode_canaries
+from ..scoring.checks import check_token_ids, scorable_model
 from ..scoring.forward import score_tokens
 from ..scoring.token_stats import TokenStats
 from ..stats.estimate import mean_with_ci
@@ -27,7 +28,28 @@ from ..stats.metrics import summarize_attack
 from .config import DEFAULT_ATTACKS, DEFAULT_FPRS, REFERENCE_MODES, AuditConfig, config_from_call
 from .result import AuditHistory, AuditResult
 
-__all__ = ["Auditor", "AuditConfig", "DEFAULT_ATTACKS", "DEFAULT_FPRS", "REFERENCE_MODES"]
+__all__ = ["AuditFailedError", "Auditor", "AuditConfig", "DEFAULT_ATTACKS", "DEFAULT_FPRS", "REFERENCE_MODES"]
+
+
+class AuditFailedError(RuntimeError):
+    """An audit that cannot produce any figure (e.g. every canary's statistics are NaN/inf).
+
+    Training integrations catch it, record the failed audit (``AuditHistory.failures``,
+    the report's ``failed_audits``) and go on training; the release gate fails closed on it.
+    """
+
+
+def check_enough_valid(valid: np.ndarray, is_member: np.ndarray) -> None:
+    """Raise :class:`AuditFailedError` naming the cause when no member or no non-member has finite statistics."""
+    members, non_members = int((valid & is_member).sum()), int((valid & ~is_member).sum())
+    if members and non_members:
+        return
+    which = "canary" if not valid.any() else ("member canary" if not members else "non-member canary")
+    raise AuditFailedError(
+        f"non-finite logits: no {which} has finite token statistics ({int((~valid).sum())} of {valid.size} "
+        "canaries are NaN/inf): the model's logits are not finite (fp16/bf16 overflow, a diverged run or NaN weights); membership "
+        "cannot be measured, so this audit is skipped"
+    )
 
 
 class Auditor:
@@ -92,6 +114,7 @@ class Auditor:
     # ------------------------------------------------------------------ public
     def score(self, model: Any) -> TokenStats:
         """The canaries' TokenStats under ``model`` (one forward pass; nothing recorded)."""
+        check_token_ids(scorable_model(model), self.encoded, self.canaries.texts)  # names the canary's text
         return score_tokens(model, self.encoded, **self.scoring_options)
 
     def set_reference(self, reference: Any) -> None:
@@ -108,7 +131,16 @@ class Auditor:
         return self.evaluate(stats, step, scoring_seconds=time.perf_counter() - started)
 
     def evaluate(self, stats: TokenStats, step: int, *, scoring_seconds: float = 0.0) -> AuditResult:
-        """Attacks and metrics on precomputed ``stats`` (rows in canary order); appends to ``history``."""
+        """Attacks and metrics on precomputed ``stats`` (rows in canary order); appends to ``history``.
+
+        An attack that raises ``ValueError`` (it cannot run here, e.g. too few canaries to
+        cross-fit) is listed in ``skipped``; one that raises anything else, or returns
+        scores that cannot be evaluated, in ``failed_attacks`` (the release gate fails
+        closed on it); an analysis that raises leaves ``{"error": ...}`` in its extras.
+
+        Raises:
+            AuditFailedError: no member or no non-member has finite statistics.
+        """
         if stats.num_canaries != len(self.canaries):
             raise ValueError(f"statistics cover {stats.num_canaries} canaries, expected {len(self.canaries)}")
         started = time.perf_counter()
@@ -123,8 +155,9 @@ class Auditor:
                 f"(indices {np.flatnonzero(~valid)[:10].tolist()}...)"
             )
         is_member = self.canaries.is_member
+        check_enough_valid(valid, is_member)
         ctx = self._context(stats, valid)
-        scores, metrics, skipped = {}, {}, {}
+        scores, metrics, skipped, failed = {}, {}, {}, {}
         for attack in self.attacks:
             missing = attack.missing_needs(ctx)
             if missing:
@@ -134,25 +167,27 @@ class Auditor:
                 warnings.simplefilter("always")
                 try:
                     valid_scores = attack(ctx, **config.params_for(attack.name))
-                except ValueError as err:  # e.g. too few canaries to cross-fit
+                except ValueError as err:  # e.g. too few canaries to cross-fit: the attack cannot run here
                     skipped[attack.name] = str(err)
                     continue
+                except Exception as err:  # a broken attack: recorded, and the gate fails closed on it
+                    failed[attack.name] = f"{type(err).__name__}: {err}"
+                    continue
             notes.extend(f"{attack.name}: {w.message}" for w in caught)
-            full = np.full(len(self.canaries), np.nan)
-            full[valid] = valid_scores
+            try:
+                full = np.full(len(self.canaries), np.nan)
+                full[valid] = valid_scores
+                folds = stratified_folds(is_member[valid], config.n_folds, config.seed) if attack.supervised else None
+                metrics[attack.name] = summarize_attack(
+                    attack.name, valid_scores, is_member[valid], config.fprs, config.confidence, seed=config.seed,
+                    folds=folds,
+                )
+            except Exception as err:  # scores of the wrong shape, NaN, ...
+                failed[attack.name] = f"its scores could not be evaluated ({type(err).__name__}: {err})"
+                continue
             scores[attack.name] = full
-            folds = stratified_folds(is_member[valid], config.n_folds, config.seed) if attack.supervised else None
-            metrics[attack.name] = summarize_attack(
-                attack.name, valid_scores, is_member[valid], config.fprs, config.confidence, seed=config.seed,
-                folds=folds,
-            )
-        extras = {
-            name: analysis(
-                AnalysisInput(stats, scores, metrics, is_member, valid, self.canaries, int(step), config.confidence,
-                              config.analysis_inputs(), config.seed)
-            )
-            for name, analysis in self.analyses.items()
-        }
+        extras = {name: self._analysis(name, analysis, stats, scores, metrics, valid, step, notes)
+                  for name, analysis in self.analyses.items()}
         per_canary_nll = stats.masked_mean("nll")
         result = AuditResult(
             step=int(step),
@@ -166,11 +201,27 @@ class Auditor:
             seconds={"scoring": scoring_seconds, "attacks": time.perf_counter() - started},
             stats=stats,
             extras=extras,
+            failed_attacks=failed,
         )
         self.history.append(result)
         return result
 
     # ------------------------------------------------------------------ internals
+    def _analysis(self, name: str, analysis: Any, stats: TokenStats, scores: dict, metrics: dict,
+                  valid: np.ndarray, step: int, notes: list[str]) -> dict:
+        """One analysis's figures; ``{"error": ...}`` (and a note) when it raises, so the audit stands
+        and a gate limit on its figures fails closed."""
+        config = self.config
+        try:
+            return analysis(
+                AnalysisInput(stats, scores, metrics, self.canaries.is_member, valid, self.canaries, int(step),
+                              config.confidence, config.analysis_inputs(), config.seed)
+            )
+        except Exception as err:
+            reason = f"{type(err).__name__}: {err}"
+            notes.append(f"analysis {name!r} failed ({reason}); its figures are missing from this audit")
+            return {"error": reason}
+
     def _context(self, stats: TokenStats, valid: np.ndarray) -> AttackContext:
         past = [r for r in self.history.results if r.stats is not None]
         texts = self.canaries.texts

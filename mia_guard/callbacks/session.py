@@ -35,9 +35,10 @@ from typing import Any, Mapping, Sequence
 from ..audit.auditor import Auditor
 from ..audit.result import AuditHistory, AuditResult
 from ..scoring import distributed
-from ..scoring.faults import AuditOutOfMemoryError, OutputDirectoryError, check_writable, retry_on_oom
+from ..scoring.faults import OutputDirectoryError, check_writable, is_out_of_memory, retry_on_oom
 from ..scoring.guards import opacus_hooks_disabled, preserved_rng, unwrap_model
 from ..scoring.token_stats import TokenStats
+from .failures import ScoringFailed, failure_reason, guarded
 from .sinks.base import Sink
 from .sinks.jsonl import JsonlSink
 from .sinks.tensorboard import TensorBoardSink
@@ -68,8 +69,12 @@ def resolve_audit_inputs(
             f"{owner} got an auditor and audit options; the auditor carries its own (auditor.config): pass "
             "either auditor=... or config=/options"
         )
-    if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 1):
-        raise ValueError(f"every_n_steps must be a positive integer or None, got {every_n_steps!r}")
+    if every_n_steps is not None and (
+        isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1
+    ):
+        raise ValueError(
+            f"every_n_steps must be a positive integer (audit every that many steps) or None, got {every_n_steps!r}"
+        )
     if stop_on_blocked and policy is None:
         raise ValueError("stop_on_blocked=True needs a release policy (policy=ReleasePolicy or a TOML path)")
     if auditor is not None:
@@ -178,13 +183,21 @@ class AuditSession:
 
     @property
     def last_decision(self) -> Any:
+        """The gate decision on the last audit that ran; when an audit failed after it, the
+        decision fails closed (the final model was not measured)."""
         last = self.history.last
-        return self.decisions.get(last.step) if last is not None else None
+        decision = self.decisions.get(last.step) if last is not None else None
+        failures = self.history.failed_since_last()
+        if decision is not None and failures:
+            from ..gate import evaluate_result
+
+            decision = evaluate_result(self.policy, last, failed_audits=failures)
+        return decision
 
     def audited(self, step: int) -> bool:
-        """Whether the latest audit was at ``step``."""
-        last = self.history.last
-        return last is not None and last.step == step
+        """Whether the latest audit, or the latest failed one, was at ``step`` (never audit a step twice)."""
+        last, failures = self.history.last, self.history.failures
+        return (last is not None and last.step == step) or (bool(failures) and failures[-1]["step"] == step)
 
     def resume(self, step: int) -> None:
         """Continue the curve of ``history.json`` from a checkpoint at ``step``.
@@ -238,32 +251,38 @@ class AuditSession:
         """Audit ``model`` at ``step``; returns ``(result, gate decision or None)``.
 
         In a distributed run every process calls it at the same step and gets the same
-        result and decision. When scoring runs out of memory even one canary per batch,
-        the audit is skipped (logged, recorded in :attr:`skipped`) and ``(None, None)``
-        is returned.
+        result and decision. An audit never stops training: when it fails (scoring runs
+        out of memory even one canary per batch, every canary's logits are NaN/inf, a
+        bad input, any other error), it is skipped, logged, recorded in the history
+        (``AuditHistory.failures``, the report's ``failed_audits``; the release gate fails
+        closed on a failed final audit) and ``(None, None)`` is returned.
         """
         started = time.perf_counter()
-        result = decision = None
+        result = decision = failure = None
         with preserved_rng(), opacus_hooks_disabled(model):
             try:
                 stats, failed_sizes = self._score(distributed.for_scoring(unwrap_model(model)))
-            except AuditOutOfMemoryError as err:
-                self.skipped[int(step)] = str(err)
-                if self.is_main:
-                    logger.error("mia_guard: audit at step %d skipped: %s", step, err)
-                self.seconds["audits"] += time.perf_counter() - started
-                return None, None
+            except Exception as err:  # noqa: BLE001 - an audit must never kill training
+                stats, failure = None, failure_reason("scoring the canaries", err)
             if stats is not None:  # rank 0 of a distributed run, or the only process
-                result = self.auditor.evaluate(stats, step, scoring_seconds=time.perf_counter() - started)
-                if failed_sizes:
-                    result.notes.append(
-                        f"scoring ran out of memory at batch size {', '.join(map(str, failed_sizes))}; "
-                        f"it was redone at batch size {self.batch_size} (kept for later audits)"
-                    )
-                decision = self._decide(result)
+                try:
+                    result = self.auditor.evaluate(stats, step, scoring_seconds=time.perf_counter() - started)
+                except Exception as err:  # noqa: BLE001
+                    failure = failure_reason("evaluating the attacks", err)
+                if result is not None:
+                    if failed_sizes:
+                        result.notes.append(
+                            f"scoring ran out of memory at batch size {', '.join(map(str, failed_sizes))}; "
+                            f"it was redone at batch size {self.batch_size} (kept for later audits)"
+                        )
+                    decision = self._decide(result)
         if self.group is not None:
-            result, decision = self._share(result, decision)
-        if self.is_main:
+            if failure is not None and not self.group.is_root:  # rank 0 records the audit; say why here
+                logger.error("mia_guard: rank %d: %s", self.group.rank, failure)
+            result, decision, failure = self._share(result, decision, failure)
+        if failure is not None:
+            self._record_failure(step, failure)
+        elif self.is_main:
             self._publish(result, decision)
         self.seconds["audits"] += time.perf_counter() - started
         return result, decision
@@ -279,17 +298,26 @@ class AuditSession:
                 sink.finish(self.history)
             from ..report.files import write_report
 
-            paths = write_report(
-                self.history,
-                self.output_dir,
-                canaries=self.auditor.canaries,
-                decision=self.last_decision,
-                run_info={
-                    **dict(run_info or {}),
-                    "audit_seconds": round(self.seconds["audits"], 3),
-                    **({"skipped_audits": {str(k): v for k, v in self.skipped.items()}} if self.skipped else {}),
-                },
-            )
+            try:
+                paths = write_report(
+                    self.history,
+                    self.output_dir,
+                    canaries=self.auditor.canaries,
+                    decision=self.last_decision,
+                    run_info={
+                        **dict(run_info or {}),
+                        "audit_seconds": round(self.seconds["audits"], 3),
+                        **({"skipped_audits": {str(k): v for k, v in self.skipped.items()}} if self.skipped else {}),
+                    },
+                )
+            except Exception as err:  # noqa: BLE001 - training is over; its model must still be saved
+                logger.error(
+                    "mia_guard: the audit report could not be written to %s (%s); history.json holds the audits: "
+                    "write the report later with `mia-guard report %s`", self.output_dir, err, self.output_dir,
+                )
+        elif self.is_main and self.history.failures:
+            logger.error("mia_guard: no audit of this run succeeded, so there is no report: %s",
+                         "; ".join(f"step {f['step']}: {f['reason']}" for f in self.history.failures))
         self.close()
         self.seconds["report"] += time.perf_counter() - started
         return paths
@@ -338,18 +366,32 @@ class AuditSession:
         return AuditHistory.from_dict(payload["history"])
 
     def _score(self, model: Any) -> tuple[TokenStats | None, list[int]]:
-        """The canaries' statistics (``None`` on ranks other than 0) and the batch sizes that ran out of memory."""
+        """The canaries' statistics (``None`` on ranks other than 0) and the batch sizes that ran out of memory.
+
+        Raises the scoring error on every process when scoring failed on any of them (so
+        no process waits in a collective for one that gave up).
+        """
         options = self.auditor.scoring_options
         encoded = self.auditor.encoded
 
-        def run(batch_size: int) -> TokenStats:
-            return distributed.score_shard(
-                model, encoded, batch_size, self.group,
-                chunk_size=options["chunk_size"], device=options["device"], progress=options["progress"],
-            )
+        def run(batch_size: int) -> Any:
+            try:
+                return distributed.score_shard(
+                    model, encoded, batch_size, self.group,
+                    chunk_size=options["chunk_size"], device=options["device"], progress=options["progress"],
+                )
+            except Exception as err:  # noqa: BLE001 - out of memory is retried; anything else is agreed on below
+                if is_out_of_memory(err):
+                    raise
+                return ScoringFailed(err)
 
         agree = self.group.any if self.group is not None else None
         local, self.batch_size, failed_sizes = retry_on_oom(run, self.batch_size, agree=agree)
+        failed = isinstance(local, ScoringFailed)
+        if self.group is not None and self.group.any(failed) and not failed:
+            local = ScoringFailed(RuntimeError("scoring failed on another process of the run; see its log"))
+        if isinstance(local, ScoringFailed):
+            raise local.error
         stats = local if self.group is None else distributed.gather_stats(local, encoded, self.group)
         return stats, failed_sizes
 
@@ -358,21 +400,29 @@ class AuditSession:
             return None
         from ..gate import evaluate_result
 
-        decision = evaluate_result(self.policy, result)
+        try:
+            decision = evaluate_result(self.policy, result)
+        except Exception as err:  # noqa: BLE001 - e.g. figures the policy cannot judge
+            result.notes.append(f"the release gate could not judge this audit: {err}")
+            logger.error("mia_guard: the release gate could not judge the audit at step %d: %s", result.step, err)
+            return None
         self.decisions[result.step] = decision
         return decision
 
-    def _share(self, result: AuditResult | None, decision: Any) -> tuple[AuditResult, Any]:
-        """Rank 0's result (without token statistics) and decision, on every process."""
+    def _share(self, result: AuditResult | None, decision: Any, failure: str | None) -> tuple[Any, Any, str | None]:
+        """Rank 0's result (without token statistics), decision and failure, on every process."""
         payload = None
         if self.group.is_root:
             payload = {
-                "result": result.to_dict(include_stats=False),
+                "failure": failure,
+                "result": result.to_dict(include_stats=False) if result is not None else None,
                 "decision": decision.to_dict() if decision is not None else None,
             }
         payload = self.group.broadcast_json(payload)
         if self.group.is_root:
-            return result, decision
+            return result, decision, failure
+        if payload["failure"] is not None:
+            return None, None, payload["failure"]
         result = AuditResult.from_dict(payload["result"])
         self.auditor.history.append(result)
         if payload["decision"] is not None:
@@ -380,12 +430,25 @@ class AuditSession:
 
             decision = GateDecision.from_dict(payload["decision"])
             self.decisions[result.step] = decision
-        return result, decision
+        return result, decision, None
+
+    def _record_failure(self, step: int, reason: str) -> None:
+        """A skipped audit: in the history (and its file), in :attr:`skipped`, in the log."""
+        self.skipped[int(step)] = reason
+        self.history.record_failure(step, reason)
+        if self.is_main:
+            logger.error("mia_guard: the audit at step %d failed and is skipped; training goes on: %s", step, reason)
+            guarded("saving history.json", self.history.save, self.history_path)
 
     def _publish(self, result: AuditResult, decision: Any) -> None:
-        self.history.save(self.history_path)
+        """Save the history and write every sink; a write that fails (disk full, a tracker down)
+        is logged and noted in the result, and training goes on."""
+        error = guarded("saving history.json", self.history.save, self.history_path)
+        if error is not None:
+            result.notes.append(f"{self.history_path} could not be written after this audit ({error})")
         for sink in self.sinks:
-            sink.write(result, decision)
+            guarded(f"{type(sink).__name__}.write", sink.write, result, decision)
         logger.info("mia_guard audit at step %d:\n%s", result.step, result.table())
         if decision is not None:
             logger.info("mia_guard release gate at step %d: %s", result.step, decision.verdict)
+
