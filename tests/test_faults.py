@@ -69,12 +69,13 @@ def test_out_of_memory_at_batch_size_one_skips_the_audit_not_training(tmp_path, 
     assert len(loop.history) == 0
     assert sorted(loop.session.skipped) == [0, 2]
     assert "ran out of memory at batch sizes [4, 2, 1]" in loop.session.skipped[2]
-    assert "audit at step 2 skipped" in caplog.text
+    assert "the audit at step 2 failed and is skipped; training goes on" in caplog.text
     model.limit = 1000  # memory freed: the final audit runs, and the report lists the skipped ones
     loop.finish(model, 3)
     assert loop.history.steps == [3]
-    run_info = load_report(tmp_path / "mia" / "report.json")["run_info"]
-    assert sorted(run_info["skipped_audits"]) == ["0", "2"]
+    report = load_report(tmp_path / "mia" / "report.json")
+    assert sorted(report["run_info"]["skipped_audits"]) == ["0", "2"]
+    assert [f["step"] for f in report["failed_audits"]] == [0, 2]
 
 
 def test_retry_passes_other_errors_through_untouched():
@@ -174,8 +175,8 @@ def test_crash_while_writing_the_history_leaves_the_previous_one_intact(tmp_path
     train(model, loop.auditor.canaries, 1, loop)  # history.json with the step-0 audit
     before = (tmp_path / "mia" / "history.json").read_bytes()
     crash_writing("history.json")
-    with pytest.raises(OSError, match="injected crash"):
-        loop.step(model, 2)
+    assert loop.step(model, 2) is False  # the audit ran, its file write died: training goes on
+    assert any("could not be written" in note and "injected crash" in note for note in loop.history.last.notes)
     assert (tmp_path / "mia" / "history.json").read_bytes() == before
     assert AuditHistory.load(tmp_path / "mia" / "history.json").steps == [0]
     assert not list((tmp_path / "mia").glob(".history.json.*"))  # the half-written temp file is gone
@@ -189,8 +190,7 @@ def test_crash_while_writing_the_report_leaves_the_previous_one_intact(tmp_path,
     again = _loop(tmp_path)
     again.start(model, step=2)
     crash_writing("report.json")
-    with pytest.raises(OSError, match="injected crash"):
-        again.finish(model, 3)
+    assert again.finish(model, 3) == {}  # logged, not raised: the trained model must still be saved
     assert (tmp_path / "mia" / "report.json").read_bytes() == before
     assert [a["step"] for a in load_report(tmp_path / "mia" / "report.json")["audits"]] == [0, 2]
 

@@ -87,7 +87,8 @@ def test_trainer_rebuilds_the_callback_from_the_checkpoint_with_its_whole_config
 
     def callback(out) -> MIAAuditCallback:
         return MIAAuditCallback(canaries(), byte_tokenizer(), every_n_steps=2, output_dir=out / "mia",
-                                tensorboard=False, progress=False, policy={"max_epsilon_lower_bound": 50.0, "confidence": 0.9},
+                                tensorboard=False, progress=False, policy={"max_epsilon_lower_bound": 50.0, "confidence": 0.9,
+                                                                   "min_canaries_per_class": 1},
                                 **options)
 
     straight, broken = tmp_path / "straight", tmp_path / "broken"

@@ -18,10 +18,10 @@ when the session is built) every process scores its shard of the canaries, rank 
 gathers the statistics and evaluates, and the result and gate decision are broadcast so
 every process records the same figures and takes the same decision
 (:mod:`mia_guard.scoring.distributed`). Only the process with ``is_main=True`` (rank 0) opens
-files. Faults (:mod:`mia_guard.scoring.faults`): scoring that runs out of memory is retried at
-half the batch size (the audit notes it; an audit that fails even one canary at a time is
-skipped and logged, training goes on), and unwritable output directories are reported
-when the session is built.
+files. Faults: scoring that runs out of memory is retried at half the batch size
+(:mod:`mia_guard.scoring.faults`); any audit that still fails is skipped, logged and
+recorded, and training goes on (:mod:`mia_guard.callbacks.failures`); unwritable output
+directories are reported when the session is built.
 """
 
 from __future__ import annotations
@@ -187,12 +187,11 @@ class AuditSession:
         decision fails closed (the final model was not measured)."""
         last = self.history.last
         decision = self.decisions.get(last.step) if last is not None else None
-        failures = self.history.failed_since_last()
-        if decision is not None and failures:
-            from ..gate import evaluate_result
+        if decision is None or not self.history.failed_since_last():
+            return decision
+        from ..gate import evaluate_result
 
-            decision = evaluate_result(self.policy, last, failed_audits=failures)
-        return decision
+        return evaluate_result(self.policy, last, failed_audits=self.history.failed_since_last())
 
     def audited(self, step: int) -> bool:
         """Whether the latest audit, or the latest failed one, was at ``step`` (never audit a step twice)."""
@@ -311,13 +310,10 @@ class AuditSession:
                     },
                 )
             except Exception as err:  # noqa: BLE001 - training is over; its model must still be saved
-                logger.error(
-                    "mia_guard: the audit report could not be written to %s (%s); history.json holds the audits: "
-                    "write the report later with `mia-guard report %s`", self.output_dir, err, self.output_dir,
-                )
+                logger.error("mia_guard: the audit report could not be written to %s (%s); write it later with "
+                             "`mia-guard report %s`", self.output_dir, err, self.output_dir)
         elif self.is_main and self.history.failures:
-            logger.error("mia_guard: no audit of this run succeeded, so there is no report: %s",
-                         "; ".join(f"step {f['step']}: {f['reason']}" for f in self.history.failures))
+            logger.error("mia_guard: no audit of this run succeeded, so there is no report (see history.json)")
         self.close()
         self.seconds["report"] += time.perf_counter() - started
         return paths
@@ -436,7 +432,7 @@ class AuditSession:
         """A skipped audit: in the history (and its file), in :attr:`skipped`, in the log."""
         self.skipped[int(step)] = reason
         self.history.record_failure(step, reason)
-        if self.is_main:
+        if self.is_main:  # the other processes log their own cause in audit()
             logger.error("mia_guard: the audit at step %d failed and is skipped; training goes on: %s", step, reason)
             guarded("saving history.json", self.history.save, self.history_path)
 
