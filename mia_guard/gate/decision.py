@@ -254,8 +254,8 @@ def _check(
             return record(
                 key, label, limit, "inconclusive",
                 f"inconclusive: {key}: the audit at step {entry['step']} did not compute the {label} "
-                f"(no {figures} in extras['privacy']); enable the privacy figures in the audit. Nothing was "
-                "measured, so the gate fails closed",
+                f"(no {figures} in extras['privacy']; {_why_absent(privacy)}). Nothing was measured, so the gate "
+                "fails closed",
                 fail_closed=True,
             )
     for r in readings:
@@ -276,3 +276,9 @@ def _check(
     if missing:
         text += f" ({', '.join(missing)} not computed)"
     return reading_record(key, label, limit, verdict, worst, text, fail_closed)
+
+
+def _why_absent(privacy: Mapping[str, Any]) -> str:
+    if isinstance(privacy.get("error"), str):
+        return f"the privacy analysis failed: {privacy['error']}"
+    return "enable the privacy figures in the audit (analyses=[\"privacy\"])"
