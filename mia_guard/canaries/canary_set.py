@@ -10,6 +10,14 @@ Three kinds of canaries:
 Membership (``is_member``, bool ``[N]``, ``True`` = inserted into training) is drawn
 from the seed: by default an independent fair coin per canary, which the one-run ε
 lower bound (Steinke et al. 2023) requires; ``split="half"`` draws an exact half.
+
+Given the training tokenizer, :meth:`CanarySet.generate` and :meth:`CanarySet.from_texts`
+build *token-aligned* canaries (the same ``T`` scored positions in every canary; see
+:mod:`mia_guard.canaries.token_alignment`) and the set records the tokenizer's identity
+(:attr:`CanarySet.alignment`); encoding or loading it with another tokenizer fails.
+
+Files: format version 2 adds the optional ``token_alignment`` field; version-1 files
+(written before it existed) load unchanged, with no alignment.
 """
 
 from __future__ import annotations
@@ -27,9 +35,10 @@ from .._io import atomic_write_json, check_format, read_json
 from .checks import check_distinct, check_secrets
 from .images import distinct_image_tokens
 from .templates import CanaryTemplate, resolve_template
+from .token_alignment import TokenAlignment, check_tokenizer
 
 FORMAT = "mia_guard.canaries"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # version 1 files are read through migrate_canary_file
 SPLITS = ("coin", "half")
 
 
@@ -91,6 +100,7 @@ class CanarySet:
         seed: int,
         split: str,
         template: CanaryTemplate | None = None,
+        alignment: TokenAlignment | None = None,
     ) -> None:
         if len(canaries) == 0:
             raise ValueError("a CanarySet needs at least one canary")
@@ -106,15 +116,35 @@ class CanarySet:
         self.seed = seed
         self.split = split
         self.template = template
+        self.alignment = alignment
 
     # ------------------------------------------------------------------ constructors
     @classmethod
     def generate(
-        cls, n: int, template: str | CanaryTemplate = "code_credential", seed: int = 0, split: str = "coin"
+        cls,
+        n: int,
+        template: str | CanaryTemplate = "code_credential",
+        seed: int = 0,
+        split: str = "coin",
+        *,
+        tokenizer: Any = None,
+        secret_tokens: int | None = None,
     ) -> "CanarySet":
         """``n`` canaries with distinct random secrets in ``template`` (a built-in name or a
-        :class:`CanaryTemplate`); membership from ``seed``."""
+        :class:`CanaryTemplate`); membership from ``seed``.
+
+        With ``tokenizer`` (the training tokenizer) every secret is exactly ``T`` tokens
+        that round-trip inside the template (``T = secret_tokens``, default the template's
+        ``secret_length``; :func:`~mia_guard.canaries.token_alignment.generate_aligned_secrets`),
+        so every canary scores the same ``T`` positions; a byte-level tokenizer keeps the
+        secrets drawn without it. Raises ``ValueError`` when the tokenizer cannot produce
+        ``T``-token secrets for the template.
+        """
         template = resolve_template(template)
+        if tokenizer is not None:
+            return cls._generate_aligned(n, template, seed, split, tokenizer, secret_tokens)
+        if secret_tokens is not None:
+            raise ValueError("secret_tokens needs the tokenizer the secrets are counted in: pass tokenizer=...")
         if n < 2:
             raise ValueError(f"generate needs n >= 2 canaries (members and non-members), got {n}")
         if n > template.secret_space_size // 2:
@@ -137,16 +167,61 @@ class CanarySet:
         return cls(canaries, draw_membership(n, seed, split), kind="templated", seed=seed, split=split, template=template)
 
     @classmethod
-    def from_texts(cls, texts: Sequence[str], seed: int = 0, split: str = "coin") -> "CanarySet":
-        """In-distribution canaries (e.g. held-out documents); every token after the first is scored."""
+    def _generate_aligned(
+        cls, n: int, template: CanaryTemplate, seed: int, split: str, tokenizer: Any, secret_tokens: int | None
+    ) -> "CanarySet":
+        """:meth:`generate` with a tokenizer: secrets of exactly ``T`` tokens, the alignment recorded."""
+        from .token_alignment import generate_aligned_secrets
+
+        if n < 2:
+            raise ValueError(f"generate needs n >= 2 canaries (members and non-members), got {n}")
+        rng = np.random.default_rng([seed, 0])
+        secrets, alignment = generate_aligned_secrets(template, n, tokenizer, rng, secret_tokens)
+        start = len(template.prefix)
+        canaries = [
+            Canary(text=template.render(s), secret=s, secret_span=(start, start + len(s))) for s in secrets
+        ]
+        return cls(canaries, draw_membership(n, seed, split), kind="templated", seed=seed, split=split,
+                   template=template, alignment=alignment)
+
+    @classmethod
+    def from_texts(
+        cls,
+        texts: Sequence[str],
+        seed: int = 0,
+        split: str = "coin",
+        *,
+        tokenizer: Any = None,
+        window_tokens: int | None = None,
+    ) -> "CanarySet":
+        """In-distribution canaries (e.g. held-out documents); every token after the first is scored.
+
+        With ``window_tokens`` (and the training ``tokenizer``) each text is cut to its first
+        ``window_tokens`` tokens, so every canary scores the same positions
+        (:func:`~mia_guard.canaries.token_alignment.token_windows`); texts shorter than the
+        window are refused.
+        """
         texts = list(texts)
+        alignment = None
+        if (window_tokens is None) != (tokenizer is None):
+            raise ValueError("a fixed token window needs both tokenizer=... and window_tokens=...")
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text:
                 raise ValueError(f"canary text {i} is empty or not a string; every canary needs some text")
         if len(set(texts)) != len(texts):
             raise ValueError("canary texts contain duplicates; membership of a duplicated text is ambiguous")
+        if window_tokens is not None:
+            from .token_alignment import token_windows
+
+            texts, alignment = token_windows(texts, tokenizer, int(window_tokens))
+            if len(set(texts)) != len(texts):
+                raise ValueError(
+                    f"canary texts cut to {window_tokens} tokens contain duplicates (texts that start alike); "
+                    "use a longer window or drop texts with a common start"
+                )
         return cls(
-            [Canary(text=t) for t in texts], draw_membership(len(texts), seed, split), kind="texts", seed=seed, split=split
+            [Canary(text=t) for t in texts], draw_membership(len(texts), seed, split), kind="texts", seed=seed,
+            split=split, alignment=alignment,
         )
 
     @classmethod
@@ -201,13 +276,34 @@ class CanarySet:
         return [c for c, m in zip(self.canaries, self.is_member) if not m]
 
     @property
-    def secret_space_size(self) -> int | None:
-        return self.template.secret_space_size if self.template is not None else None
+    def secret_space_size(self) -> float | None:
+        """Number of possible secrets (templated canaries; token-aligned ones: see :attr:`secret_space_bits`)."""
+        bits = self.secret_space_bits
+        if bits is None:
+            return None
+        if self.alignment is None or self.alignment.mode == "symbols":
+            return self.template.secret_space_size
+        return float(2.0**bits)
+
+    @property
+    def secret_space_bits(self) -> float | None:
+        """``log2`` of the secret space: the template's, or the token-space one of aligned canaries."""
+        if self.template is None:
+            return None
+        if self.alignment is not None and self.alignment.secret_space_bits is not None:
+            return float(self.alignment.secret_space_bits)
+        return float(self.template.secret_space_bits)
+
+    def check_tokenizer(self, tokenizer: Any) -> None:
+        """Raise ``ValueError`` if the set is token-aligned to another tokenizer than ``tokenizer``."""
+        if self.alignment is not None:
+            check_tokenizer(self.alignment, tokenizer)
 
     def with_membership(self, is_member: np.ndarray) -> "CanarySet":
         """The same canaries with another split (e.g. for multi-run LiRA reference runs)."""
         return CanarySet(
-            self.canaries, is_member, kind=self.kind, seed=self.seed, split="custom", template=self.template
+            self.canaries, is_member, kind=self.kind, seed=self.seed, split="custom", template=self.template,
+            alignment=self.alignment,
         )
 
     def __repr__(self) -> str:
@@ -235,6 +331,8 @@ class CanarySet:
             "template": self.template.to_dict() if self.template else None,
             "canaries": [c.to_dict() for c in self.canaries],
             "is_member": [bool(m) for m in self.is_member],
+            # only when set, so sets without alignment keep the content hash of version-1 files
+            **({"token_alignment": self.alignment.to_dict()} if self.alignment is not None else {}),
         }
 
     @property
@@ -250,10 +348,11 @@ class CanarySet:
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "CanarySet":
-        """Read a file written by :meth:`save`; refuses edited or corrupt files."""
+    def load(cls, path: str | os.PathLike, tokenizer: Any = None) -> "CanarySet":
+        """Read a file written by :meth:`save`; refuses edited or corrupt files, and (given
+        ``tokenizer``) token-aligned canaries built for another tokenizer."""
         path = Path(path)
-        data = read_json(path, "canary file")
+        data = migrate_canary_file(read_json(path, "canary file"))
         check_format(data, fmt=FORMAT, version=FORMAT_VERSION, what="canary file", source=path, version_key="version")
         try:
             template = CanaryTemplate.from_dict(data["template"]) if data["template"] else None
@@ -264,6 +363,7 @@ class CanarySet:
                 seed=data["seed"],
                 split=data["split"],
                 template=template,
+                alignment=TokenAlignment.from_dict(data["token_alignment"]) if data.get("token_alignment") else None,
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"canary file {path} is malformed ({err!r}); regenerate it") from err
@@ -272,4 +372,13 @@ class CanarySet:
                 f"canary file {path} does not match its content hash: it was edited or corrupted. "
                 "Canaries must be exactly those used in training; restore the original file."
             )
+        if tokenizer is not None:
+            loaded.check_tokenizer(tokenizer)
         return loaded
+
+
+def migrate_canary_file(data: Any) -> Any:
+    """A version-1 canary file's dict as version 2 (no token alignment); other data unchanged."""
+    if isinstance(data, dict) and data.get("format") == FORMAT and data.get("version") == 1:
+        return {**data, "version": FORMAT_VERSION}
+    return data

@@ -66,6 +66,7 @@ def encode_canaries(canaries: CanarySet, tokenizer: Any = None, *, prefix_tokens
         raise ValueError(f"prefix_tokens must be >= 0, got {prefix_tokens}")
     if canaries.kind != "tokens" and tokenizer is None:
         raise ValueError("text canaries need a tokenizer: pass tokenizer=... (the one used in training)")
+    canaries.check_tokenizer(tokenizer)
     ids, starts, ends = [], [], []
     for index, canary in enumerate(canaries.canaries):
         if canaries.kind == "tokens":
@@ -84,7 +85,25 @@ def encode_canaries(canaries: CanarySet, tokenizer: Any = None, *, prefix_tokens
         ids.append(token_ids)
         starts.append(start)
         ends.append(end)
-    return EncodedCanaries(ids, np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64))
+    encoded = EncodedCanaries(ids, np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64))
+    _check_aligned(canaries, encoded)
+    return encoded
+
+
+def _check_aligned(canaries: CanarySet, encoded: EncodedCanaries) -> None:
+    """Token-aligned canaries must all score the same number of tokens (``T`` for templated ones)."""
+    alignment = canaries.alignment
+    if alignment is None:
+        return
+    counts = encoded.num_scored
+    expected = alignment.num_tokens if canaries.kind == "templated" else int(counts[0])
+    wrong = np.flatnonzero(counts != expected)
+    if len(wrong):
+        raise ValueError(
+            f"canary {int(wrong[0])} scores {int(counts[wrong[0]])} tokens but these token-aligned canaries "
+            f"score {expected} each; the tokenizer does not encode them as when they were built "
+            "(regenerate the canaries with this tokenizer)"
+        )
 
 
 def _plain_ids(tokenizer: Any, text: str) -> list[int]:
