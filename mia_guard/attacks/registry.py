@@ -119,6 +119,8 @@ BUILTIN_ATTACKS: dict[str, str] = {
     **dict.fromkeys(("seq_lira", "seq_lira_offline", "seq_lira_diag", "seq_lira_ref"),
                     "mia_guard.attacks.sequence_lira"),
     **dict.fromkeys(("seq_lira_pooled", "seq_lira_tokencal", "lira_tokencal"), "mia_guard.attacks.sequence_variants"),
+    **dict.fromkeys(("seq_lira_refcal", "seq_lira_refcal_separate", "seq_lira_refcal_history"),
+                    "mia_guard.attacks.reference_calibrated"),
     **dict.fromkeys(("trajectory_logreg", "trajectory_rnn"), "mia_guard.attacks.trajectory"),
     **dict.fromkeys(("classifier_logreg", "classifier_mlp", "shadow_classifier"), "mia_guard.attacks.learned"),
 }
