@@ -25,6 +25,8 @@ from ..scoring.forward import score_tokens
 from ..scoring.token_stats import TokenStats
 from ..stats.estimate import mean_with_ci
 from ..stats.metrics import summarize_attack
+from .best import EXTRAS_KEY as BEST_KEY
+from .best import select_best
 from .config import DEFAULT_ATTACKS, DEFAULT_FPRS, REFERENCE_MODES, AuditConfig, config_from_call
 from .result import AuditHistory, AuditResult
 
@@ -157,6 +159,7 @@ class Auditor:
         is_member = self.canaries.is_member
         check_enough_valid(valid, is_member)
         ctx = self._context(stats, valid)
+        supervised = {attack.name for attack in self.attacks if attack.supervised}
         scores, metrics, skipped, failed = {}, {}, {}, {}
         for attack in self.attacks:
             missing = attack.missing_needs(ctx)
@@ -188,6 +191,16 @@ class Auditor:
             scores[attack.name] = full
         extras = {name: self._analysis(name, analysis, stats, scores, metrics, valid, step, notes)
                   for name, analysis in self.analyses.items()}
+        best = select_best(
+            metrics,
+            lambda name, level: summarize_attack(
+                name, scores[name][valid], is_member[valid], config.fprs, level, seed=config.seed,
+                folds=stratified_folds(is_member[valid], config.n_folds, config.seed) if name in supervised else None,
+            ),
+            config.confidence,
+        )
+        if best is not None:
+            extras[BEST_KEY] = best.to_dict()
         per_canary_nll = stats.masked_mean("nll")
         result = AuditResult(
             step=int(step),

@@ -54,7 +54,14 @@ class AuditResult:
     failed_attacks: dict[str, str] = field(default_factory=dict)
 
     def best_attack(self) -> str | None:
-        """The attack with the highest AUC point estimate (``None`` if no attack ran)."""
+        """The attack with the highest AUC point estimate (``None`` if no attack ran).
+
+        Its selection-aware figures are in ``extras["best_attack"]``
+        (:func:`mia_guard.audit.best.best_of`).
+        """
+        recorded = self.extras.get("best_attack")
+        if recorded:
+            return str(recorded["attack"])
         if not self.metrics:
             return None
         return max(self.metrics, key=lambda name: self.metrics[name].auc.value)

@@ -235,6 +235,16 @@ def _distinct(n: int, draw, max_draws: int) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- text windows
+def cut_to_window(text: str, tokenizer: Any, window: int) -> str | None:
+    """``text`` cut to its first ``window`` tokens, or ``None`` if it is shorter or the cut
+    does not re-encode to the same ids (e.g. it ends inside a run of newlines)."""
+    ids = _plain(tokenizer, text)
+    if len(ids) < window:
+        return None
+    cut = tokenizer.decode(ids[:window])
+    return cut if _plain(tokenizer, cut) == ids[:window] else None
+
+
 def token_windows(texts: Sequence[str], tokenizer: Any, window: int) -> tuple[list[str], TokenAlignment]:
     """Each text cut to its first ``window`` tokens (decoded back to text), and the alignment.
 
@@ -247,17 +257,14 @@ def token_windows(texts: Sequence[str], tokenizer: Any, window: int) -> tuple[li
     identity = TokenizerIdentity.of(tokenizer)
     out = []
     for index, text in enumerate(texts):
-        ids = _plain(tokenizer, text)
-        if len(ids) < window:
+        cut = cut_to_window(text, tokenizer, window)
+        if cut is None:
+            count = len(_plain(tokenizer, text))
+            problem = (f"has {count} tokens, fewer than window_tokens={window}" if count < window
+                       else f"cut to {window} tokens does not tokenize back to the same tokens")
             raise ValueError(
-                f"canary text {index} has {len(ids)} tokens, fewer than window_tokens={window}; "
-                "drop the short texts or use a smaller window"
-            )
-        cut = tokenizer.decode(ids[:window])
-        if _plain(tokenizer, cut) != ids[:window]:
-            raise ValueError(
-                f"canary text {index} cut to {window} tokens does not tokenize back to the same tokens "
-                f"({cut[-30:]!r}); drop that text or change window_tokens"
+                f"canary text {index} {problem}; drop that text (mia_guard.canaries.token_alignment.cut_to_window "
+                "returns None for such texts) or change window_tokens"
             )
         out.append(cut)
     return out, TokenAlignment(identity, window, "window")

@@ -31,6 +31,7 @@ import torch
 
 from ..canaries.canary_set import CanarySet
 from ..canaries.encoding import EncodedCanaries, encode_canaries
+from ..canaries.token_alignment import cut_to_window
 from ..scoring.forward import score_tokens
 from ..scoring.token_stats import TokenStats
 from .demo_assets import stdlib_corpus
@@ -75,17 +76,17 @@ def build_data(
     """
     chunks = stdlib_corpus(max_chars=(n_canaries + n_filler) * 400, chunk_chars=200, seed=seed)
     ids = [list(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in chunks]
-    long_enough = [i for i, row in enumerate(ids) if len(row) >= window]
-    if len(long_enough) < n_canaries + n_filler:
-        raise ValueError(f"the corpus has {len(long_enough)} chunks of >= {window} tokens, need {n_canaries + n_filler}")
+    usable = [i for i, chunk in enumerate(chunks) if cut_to_window(chunk, tokenizer, window) is not None]
+    if len(usable) < n_canaries + n_filler:
+        raise ValueError(f"the corpus has {len(usable)} usable chunks of >= {window} tokens, need {n_canaries + n_filler}")
     canaries: dict[str, CanarySet] = {}
     if "texts" in kinds:
-        texts = [chunks[i] for i in long_enough[:n_canaries]]
+        texts = [chunks[i] for i in usable[:n_canaries]]
         canaries["texts"] = CanarySet.from_texts(texts, seed=seed, split="half", tokenizer=tokenizer, window_tokens=window)
     if "code_credential" in kinds:
         canaries["code_credential"] = CanarySet.generate(n_canaries, "code_credential", seed=seed, split="half",
                                                          tokenizer=tokenizer)
-    filler = [ids[i][:filler_tokens] for i in long_enough[n_canaries : n_canaries + n_filler]]
+    filler = [ids[i][:filler_tokens] for i in usable[n_canaries : n_canaries + n_filler]]
     encoded = {kind: encode_canaries(c, tokenizer) for kind, c in canaries.items()}
     return PlantedData(canaries, encoded, filler)
 

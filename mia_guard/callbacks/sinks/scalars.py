@@ -11,7 +11,9 @@ tag (TensorBoard adds ``mia/``)     value
 ``<attack>/tpr@<pct>fpr``           TPR at that FPR, with ``_low``/``_high`` (Clopper-Pearson)
 ``<attack>/advantage``              max TPR - FPR, with ``_low``/``_high`` (bootstrap)
 ``loss/member``, ``loss/nonmember`` mean per-canary NLL of each group, with ``_low``/``_high``
-``best/auc``, ``best/tpr@<pct>fpr``  the figures of the attack with the highest AUC
+``best/auc``, ``best/tpr@<pct>fpr``  the attack with the highest AUC, its intervals widened for
+                                    the number of attacks it was chosen from (Šidák;
+                                    :mod:`mia_guard.audit.best`)
 ``privacy/<figure>``                 the floats of ``extras["privacy"]`` named in
                                     :data:`PRIVACY_SCALARS` (ε lower bounds, exposure,
                                     extraction rate), when the audit computed them
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import math
 
+from ...audit.best import best_of
 from ...audit.result import AuditResult
 from ...stats.estimate import Estimate
 
@@ -71,7 +74,8 @@ def audit_scalars(result: AuditResult) -> tuple[dict[str, float], dict[str, str]
     _estimate_scalars("loss/nonmember", result.nonmember_nll, out, unresolved)
     best = result.best_attack()
     if best is not None:
-        m = result.metrics[best]
+        selected = best_of(result)  # figures at the selection-adjusted level (audit/best.py)
+        m = selected.metrics if selected is not None else result.metrics[best]
         _estimate_scalars("best/auc", m.auc, out, unresolved)
         for fpr, est in sorted(m.tpr_at_fpr.items()):
             _estimate_scalars(f"best/tpr@{fpr_label(fpr)}fpr", est, out, unresolved)
