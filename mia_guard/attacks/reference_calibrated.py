@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -148,6 +149,7 @@ def reference_calibrated_scores(
     mask: np.ndarray,
     is_member: np.ndarray,
     *,
+    earlier: Sequence[np.ndarray] = (),
     pooled: bool = True,
     shrink_gap: bool = True,
     regress: bool = True,
@@ -161,6 +163,9 @@ def reference_calibrated_scores(
         reference: ``[N, T]`` the reference model's statistic on the same tokens.
         mask: bool ``[N, T]`` scored tokens (left-aligned).
         is_member: bool ``[N]`` labels.
+        earlier: ``[N, T]`` statistics of the same model at earlier audits; their changes
+            are stacked before this audit's (a ``T x (1 + len(earlier))`` vector per canary:
+            a member seen early in a single pass may show more then than at the end).
         pooled, shrink_gap, regress: see :func:`fit_conditional_gaussians`.
         n_folds, seed: cross-fitting folds and their seed.
     """
@@ -190,7 +195,10 @@ def reference_calibrated_scores(
             f"reference-calibrated LiRA needs at least {MIN_CANARIES_PER_CLASS} members and non-members per "
             f"training fold, got {fewest}; use more canaries or fewer folds"
         )
-    change, reference = change[:, :width], np.where(mask, reference, 0.0)[:, :width]
+    reference = np.where(mask, reference, 0.0)
+    stacked = [np.asarray(e, dtype=np.float64) - reference for e in earlier]
+    change = np.hstack([c[:, :width] for c in stacked] + [change[:, :width]])
+    reference = reference[:, :width]
     return cross_fit(
         is_member,
         lambda train: fit_conditional_gaussians(
@@ -203,7 +211,7 @@ def reference_calibrated_scores(
     )
 
 
-def _run(ctx: AttackContext, statistic: str, **options) -> np.ndarray:
+def _run(ctx: AttackContext, statistic: str, history_audits: int = 0, **options) -> np.ndarray:
     values, mask = statistic_matrix(ctx.stats, statistic)
     reference, reference_mask = statistic_matrix(ctx.reference, statistic)
     if not np.array_equal(mask, reference_mask):
@@ -211,8 +219,15 @@ def _run(ctx: AttackContext, statistic: str, **options) -> np.ndarray:
             "the reference TokenStats do not score the same canary positions as the audited model; "
             "score the same CanarySet with both models"
         )
-    return reference_calibrated_scores(values, reference, mask, ctx.is_member, n_folds=ctx.n_folds, seed=ctx.seed,
-                                       **options)
+    earlier = []
+    for past in list(ctx.history)[::-1]:
+        if len(earlier) == history_audits:
+            break
+        past_values, past_mask = statistic_matrix(past, statistic)
+        if np.array_equal(past_mask, mask) and not np.array_equal(past_values, reference):  # not the reference itself
+            earlier.insert(0, past_values)
+    return reference_calibrated_scores(values, reference, mask, ctx.is_member, earlier=earlier, n_folds=ctx.n_folds,
+                                       seed=ctx.seed, **options)
 
 
 @register("seq_lira_refcal", supervised=True, needs=["reference"])
@@ -222,6 +237,15 @@ def seq_lira_refcal(
 ) -> np.ndarray:
     """Sequence LiRA on per-token changes given the reference model's statistics (the seed method when fine-tuning)."""
     return _run(ctx, statistic, pooled=pooled, shrink_gap=shrink_gap, regress=regress)
+
+
+@register("seq_lira_refcal_history", supervised=True, needs=["reference", "history"])
+def seq_lira_refcal_history(
+    ctx: AttackContext, statistic: str = "confidence", history_audits: int = 1, pooled: bool = True,
+    shrink_gap: bool = True,
+) -> np.ndarray:
+    """Reference-calibrated sequence LiRA on the changes at this and the last ``history_audits`` earlier audits."""
+    return _run(ctx, statistic, history_audits=history_audits, pooled=pooled, shrink_gap=shrink_gap, regress=True)
 
 
 @register("seq_lira_refcal_separate", supervised=True, needs=["reference"])
