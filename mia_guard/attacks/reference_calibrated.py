@@ -94,6 +94,33 @@ def condition(joint: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     return slope, (cov + cov.T) / 2.0
 
 
+#: How the change is calibrated on the reference statistic (the slope ``A``).
+CALIBRATIONS = ("full", "diagonal", "difference")
+
+
+def slope_and_covariance(change_res: np.ndarray, ref_res: np.ndarray, calibration: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(A [W, T], Σ [W, W])`` from within-class residuals of the change ``[n, W]`` and reference ``[n, T]``.
+
+    ``"full"``: conditional of the joint standardized Ledoit–Wolf covariance (every
+    position's change on every reference position, shrunk towards ``A = 0``);
+    ``"diagonal"``: least-squares slope of each change cell on the reference
+    statistic of its own token (unshrunk, one number per cell), then Ledoit–Wolf on
+    what is left; ``"difference"``: ``A = 0``.
+    """
+    width, tokens = change_res.shape[1], ref_res.shape[1]
+    if calibration == "full":
+        return condition(joint_covariance(np.hstack([change_res, ref_res])), width)
+    if calibration == "difference":
+        return np.zeros((width, tokens)), joint_covariance(change_res)
+    if calibration != "diagonal":
+        raise ValueError(f"unknown calibration {calibration!r}; choose one of {', '.join(CALIBRATIONS)}")
+    own = np.tile(ref_res, (1, width // tokens))  # each change cell's own token's reference statistic
+    coef = np.sum(change_res * own, axis=0) / np.maximum(np.sum(own**2, axis=0), 1e-12)
+    slope = np.zeros((width, tokens))
+    slope[np.arange(width), np.arange(width) % tokens] = coef
+    return slope, joint_covariance(change_res - own * coef)
+
+
 def fit_conditional_gaussians(
     change: np.ndarray,
     reference: np.ndarray,
@@ -102,39 +129,30 @@ def fit_conditional_gaussians(
     *,
     pooled: bool = True,
     shrink_gap: bool = True,
-    regress: bool = True,
+    calibration: str = "full",
 ) -> dict[bool, ConditionalGaussian]:
     """IN and OUT conditional Gaussians fitted on canaries ``index`` only.
 
     Args:
-        change: ``[N, T]`` audited statistic minus reference statistic.
+        change: ``[N, W]`` audited statistic minus reference statistic (``W`` a multiple of
+            ``T``: this audit's changes, after those of earlier audits if any).
         reference: ``[N, T]`` reference statistic.
         is_member: bool ``[N]`` (only ``index``'s labels are read).
         pooled: one ``A`` and ``Σ`` for both classes (within-class residuals).
         shrink_gap: shrink the per-position gap ``mu_in - mu_out`` towards its mean.
-        regress: fit ``A``; ``False`` keeps ``A = 0`` (plain subtraction of the reference).
+        calibration: the slope ``A`` (:func:`slope_and_covariance`).
     """
-    width = change.shape[1]
     rows = {label: index[is_member[index] == label] for label in (True, False)}
     ref_mean = reference[index].mean(axis=0)
     means = {label: change[r].mean(axis=0) for label, r in rows.items()}
-
-    def residuals(label: bool) -> np.ndarray:
-        r = rows[label]
-        return np.hstack([change[r] - means[label], reference[r] - reference[r].mean(axis=0)])
-
+    change_res = {label: change[r] - means[label] for label, r in rows.items()}
+    ref_res = {label: reference[r] - reference[r].mean(axis=0) for label, r in rows.items()}
     if pooled:
-        shared = joint_covariance(np.vstack([residuals(True), residuals(False)]))
-        joints = {True: shared, False: shared}
+        shared = slope_and_covariance(np.vstack(list(change_res.values())), np.vstack(list(ref_res.values())),
+                                      calibration)
+        fits = {True: shared, False: shared}
     else:
-        joints = {label: joint_covariance(residuals(label)) for label in (True, False)}
-    fits = {}
-    for label, joint in joints.items():
-        if regress:
-            slope, cov = condition(joint, width)
-        else:
-            slope, cov = np.zeros((width, width)), joint[:width, :width]
-        fits[label] = (slope, cov)
+        fits = {label: slope_and_covariance(change_res[label], ref_res[label], calibration) for label in rows}
     if shrink_gap:
         noise = sum(np.diag(fits[label][1]) / max(len(rows[label]), 1) for label in (True, False))
         means[True] = means[False] + shrink_to_mean(means[True] - means[False], noise)
@@ -152,7 +170,7 @@ def reference_calibrated_scores(
     earlier: Sequence[np.ndarray] = (),
     pooled: bool = True,
     shrink_gap: bool = True,
-    regress: bool = True,
+    calibration: str = "full",
     n_folds: int = 5,
     seed: int = 0,
 ) -> np.ndarray:
@@ -166,7 +184,7 @@ def reference_calibrated_scores(
         earlier: ``[N, T]`` statistics of the same model at earlier audits; their changes
             are stacked before this audit's (a ``T x (1 + len(earlier))`` vector per canary:
             a member seen early in a single pass may show more then than at the end).
-        pooled, shrink_gap, regress: see :func:`fit_conditional_gaussians`.
+        pooled, shrink_gap, calibration: see :func:`fit_conditional_gaussians`.
         n_folds, seed: cross-fitting folds and their seed.
     """
     values = np.asarray(values, dtype=np.float64)
@@ -202,7 +220,7 @@ def reference_calibrated_scores(
     return cross_fit(
         is_member,
         lambda train: fit_conditional_gaussians(
-            change, reference, is_member, train, pooled=pooled, shrink_gap=shrink_gap, regress=regress
+            change, reference, is_member, train, pooled=pooled, shrink_gap=shrink_gap, calibration=calibration
         ),
         lambda fits, test: fits[True].logpdf(change[test], reference[test])
         - fits[False].logpdf(change[test], reference[test]),
@@ -233,10 +251,10 @@ def _run(ctx: AttackContext, statistic: str, history_audits: int = 0, **options)
 @register("seq_lira_refcal", supervised=True, needs=["reference"])
 def seq_lira_refcal(
     ctx: AttackContext, statistic: str = "confidence", pooled: bool = True, shrink_gap: bool = True,
-    regress: bool = True,
+    calibration: str = "full",
 ) -> np.ndarray:
     """Sequence LiRA on per-token changes given the reference model's statistics (the seed method when fine-tuning)."""
-    return _run(ctx, statistic, pooled=pooled, shrink_gap=shrink_gap, regress=regress)
+    return _run(ctx, statistic, pooled=pooled, shrink_gap=shrink_gap, calibration=calibration)
 
 
 @register("seq_lira_refcal_history", supervised=True, needs=["reference", "history"])
@@ -245,10 +263,10 @@ def seq_lira_refcal_history(
     shrink_gap: bool = True,
 ) -> np.ndarray:
     """Reference-calibrated sequence LiRA on the changes at this and the last ``history_audits`` earlier audits."""
-    return _run(ctx, statistic, history_audits=history_audits, pooled=pooled, shrink_gap=shrink_gap, regress=True)
+    return _run(ctx, statistic, history_audits=history_audits, pooled=pooled, shrink_gap=shrink_gap)
 
 
 @register("seq_lira_refcal_separate", supervised=True, needs=["reference"])
 def seq_lira_refcal_separate(ctx: AttackContext, statistic: str = "confidence", shrink_gap: bool = True) -> np.ndarray:
     """Reference-calibrated sequence LiRA with separate member and non-member covariances (the seed's online form)."""
-    return _run(ctx, statistic, pooled=False, shrink_gap=shrink_gap, regress=True)
+    return _run(ctx, statistic, pooled=False, shrink_gap=shrink_gap)

@@ -56,7 +56,7 @@ class PlantedData:
 
     def sequences(self) -> list[list[int]]:
         """Every distinct sequence the runs train on or score: filler, then canaries by kind."""
-        return list(self.filler) + [ids for kind in KINDS for ids in self.encoded[kind].input_ids]
+        return list(self.filler) + [ids for encoded in self.encoded.values() for ids in encoded.input_ids]
 
 
 def build_data(
