@@ -96,3 +96,10 @@ def test_registered_attack_needs_a_reference_and_reads_the_confidence():
     assert roc_auc(get("seq_lira_refcal_separate")(ctx), is_member) > 0.6
     with pytest.raises(ValueError, match="needs a reference model's statistics"):
         attack(AttackContext(stats=_stats(values), is_member=is_member))
+
+
+def test_the_step_0_audit_is_skipped_with_a_reason():
+    values, _, is_member = fine_tune_like(n=100)
+    ctx = AttackContext(stats=_stats(values), reference=_stats(values), is_member=is_member)
+    with pytest.raises(ValueError, match="the audited model is the reference"):
+        get("seq_lira_refcal")(ctx)

@@ -237,6 +237,8 @@ def _run(ctx: AttackContext, statistic: str, history_audits: int = 0, **options)
             "the reference TokenStats do not score the same canary positions as the audited model; "
             "score the same CanarySet with both models"
         )
+    if np.array_equal(values, reference):
+        raise ValueError("the audited model is the reference (the step-0 audit): there is no change to calibrate yet")
     earlier = []
     for past in list(ctx.history)[::-1]:
         if len(earlier) == history_audits:

@@ -36,7 +36,11 @@ from typing import Any, Callable, Mapping
 from ..analyses import registry as analysis_registry  # the registries import none of their plug-ins
 from ..attacks import registry as attack_registry
 
-DEFAULT_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference", "lira_online", "seq_lira")
+#: Chosen from benchmarks/real_model.py (docs/real_model.md): the strongest attacks when fine-tuning a
+#: pretrained LM (classifier_logreg, trajectory_logreg), the seed method on reference-calibrated statistics
+#: (seq_lira_refcal), the reference attacks it is measured against, and the loss / Min-K%++ baselines.
+DEFAULT_ATTACKS = ("loss", "min_k_plus_plus", "reference", "lira_online_ref", "seq_lira_refcal", "classifier_logreg",
+                   "trajectory_logreg")
 DEFAULT_FPRS = (0.001, 0.01, 0.1)
 #: ``"first_audit"``: the first audited model (step 0) is the reference of calibrated attacks; ``"none"``: no reference.
 REFERENCE_MODES = ("first_audit", "none")
