@@ -62,7 +62,7 @@ SEED_METHOD = "seq_lira_refcal"
 
 
 # ---------------------------------------------------------------------------- runs
-def run_setting(args, prefix, hidden, data, repetitions: int) -> ScoredRun:
+def run_setting(args, prefix, hidden: dict, data, repetitions: int) -> ScoredRun:
     """One fine-tuning run with ``repetitions`` insertions (read back from ``--stats-dir`` if saved)."""
     settings = {k: getattr(args, k) for k in ("canaries", "filler", "window", "layers", "lr", "batch_size", "audits",
                                                "seed")}
@@ -71,9 +71,17 @@ def run_setting(args, prefix, hidden, data, repetitions: int) -> ScoredRun:
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved["settings"] == settings:
             print(f"repetitions {repetitions}: read from {path}", flush=True)
-            return ScoredRun(saved["steps"], {k: [TokenStats.from_dict(s) for s in v] for k, v in saved["stats"].items()},
+            stats = {k: [TokenStats.from_dict(s) for s in v] for k, v in saved["stats"].items()}
+            return ScoredRun(saved["steps"], stats,
                              {k: np.array(v, dtype=bool) for k, v in saved["is_member"].items()},
-                             saved["seconds_per_step"], saved["seconds_per_audit"], saved["cpu_seconds"])
+                             saved["seconds_per_step"], saved["seconds_per_audit"], saved["cpu_seconds"],
+                             saved.get("cpu_per_step", float("nan")), saved.get("cpu_per_audit", float("nan")))
+    if not hidden:
+        tic = time.perf_counter()
+        hidden.update(cache_hidden(prefix, data))
+        print(f"cached the frozen layers' states of {len(hidden)} sequences in {time.perf_counter() - tic:.0f} s",
+              flush=True)
+        prefix.check(data.encoded["texts"].input_ids[0])
     is_member = {kind: c.is_member for kind, c in data.canaries.items()}
     run = train_and_score(prefix, hidden, data, is_member, repetitions=repetitions, lr=args.lr,
                           batch_size=args.batch_size, audits=args.audits, seed=args.seed, label=f"reps {repetitions}")
@@ -83,7 +91,7 @@ def run_setting(args, prefix, hidden, data, repetitions: int) -> ScoredRun:
             "stats": {k: [s.to_dict() for s in v] for k, v in run.stats.items()},
             "is_member": {k: v.astype(int).tolist() for k, v in run.is_member.items()},
             "seconds_per_step": run.seconds_per_step, "seconds_per_audit": run.seconds_per_audit,
-            "cpu_seconds": run.cpu_seconds,
+            "cpu_seconds": run.cpu_seconds, "cpu_per_step": run.cpu_per_step, "cpu_per_audit": run.cpu_per_audit,
         })
     return run
 
@@ -110,7 +118,8 @@ def figures(run: Run, scores: dict[str, np.ndarray], seed: int) -> dict:
             ratios = np.where(np.isnan(ratios), 1.0, ratios)  # 0/0: both found nothing
             low, high = np.percentile(ratios, [2.5, 97.5])
             entry[f"ratio_to_{base}"] = {
-                "value": tpr.value / base_value if base_value > 0 else float("inf"), "low": float(low), "high": float(high)
+                "value": tpr.value / base_value if base_value > 0 else float("inf"),
+                "low": float(low), "high": float(high),
             }
         out[name] = entry
     return out
@@ -141,25 +150,28 @@ def diagnostics(run: Run, max_lag: int = 3) -> dict:
 
 
 def time_full_model(model, data, layers: int, steps: int) -> dict:
-    """Seconds per training step (lower layers frozen, batch 16) and per audit of the full model."""
+    """Wall and CPU seconds per training step (lower layers frozen, batch 16) and per audit of the full model."""
     for name, p in model.named_parameters():
-        p.requires_grad_(name.startswith("model.layers.") and int(name.split(".")[2]) >= len(model.model.layers) - layers)
+        trainable = name.startswith("model.layers.") and int(name.split(".")[2]) >= len(model.model.layers) - layers
+        p.requires_grad_(trainable)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
-    step_times = []
+    step_times, step_cpu = [], []
     rows = data.filler[:16]
     for _ in range(steps):
         ids, attention = pad(rows)
-        tic = time.perf_counter()
+        tic, cpu = time.perf_counter(), time.process_time()
         model.train()
         model(input_ids=ids, attention_mask=attention, labels=ids.masked_fill(attention == 0, -100)).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step_times.append(time.perf_counter() - tic)
+        step_cpu.append(time.process_time() - cpu)
     model.eval()
-    tic = time.perf_counter()
+    tic, cpu = time.perf_counter(), time.process_time()
     for kind in KINDS:
         score_tokens(model, data.encoded[kind])
-    return {"seconds_per_step": float(np.mean(step_times)), "seconds_per_audit": time.perf_counter() - tic}
+    return {"seconds_per_step": float(np.mean(step_times)), "seconds_per_audit": time.perf_counter() - tic,
+            "cpu_per_step": float(np.mean(step_cpu)), "cpu_per_audit": time.process_time() - cpu}
 
 
 # ---------------------------------------------------------------------------- printing
@@ -199,10 +211,13 @@ def table(kind: str, repetitions: int, result: dict) -> str:
     d = result["diagnostics"]
     lines += [
         f"- {d['tokens']} scored tokens per canary; lag-1..3 correlation of the per-token change (confidence minus "
-        f"the step-0 model's): non-members {d['lag_correlation']['non-members']}, members {d['lag_correlation']['members']}",
-        f"- effective positions (participation ratio of the change's correlation eigenvalues): {d['effective_positions']}",
+        f"the step-0 model's): non-members {d['lag_correlation']['non-members']}, "
+        f"members {d['lag_correlation']['members']}",
+        f"- effective positions (participation ratio of the change's correlation eigenvalues): "
+        f"{d['effective_positions']}",
         f"- member gap of the change per position: {d['position_gap']}",
-        f"- share of a non-member's per-token confidence variance the step-0 model explains: {d['reference_explains']:.0%}",
+        f"- share of a non-member's per-token confidence variance the step-0 model explains: "
+        f"{d['reference_explains']:.0%}",
     ]
     return "\n".join(lines)
 
@@ -223,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--time-full", type=int, default=2, help="full-model steps to time (0: skip full timing)")
     parser.add_argument("--attacks", nargs="+", help="attack names (default: every registered attack)")
-    parser.add_argument("--stats-dir", help="keep each run's TokenStats here; saved runs with the same settings are reused")
+    parser.add_argument("--stats-dir",
+                        help="keep each run's TokenStats here; saved runs with the same settings are reused")
     parser.add_argument("--out", help="write every figure to this JSON file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -231,17 +247,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
     model, tokenizer = load_smollm2(progress=True)
     prefix = FrozenPrefix(model, args.layers)
     data = build_data(tokenizer, n_canaries=args.canaries, n_filler=args.filler, window=args.window, seed=args.seed)
-    tic = time.perf_counter()
-    hidden = cache_hidden(prefix, data)
-    print(f"cached the frozen layers' states of {len(hidden)} sequences in {time.perf_counter() - tic:.0f} s", flush=True)
-    prefix.check(data.encoded["texts"].input_ids[0])
+    hidden: dict = {}  # filled on the first run that is not read back from --stats-dir
     attacks = args.attacks or available()
     report: dict = {"config": vars(args), "results": {}}
     for repetitions in args.repetitions:
         scored = run_setting(args, prefix, hidden, data, repetitions)
-        report["results"][str(repetitions)] = {"seconds_per_step": scored.seconds_per_step,
-                                               "seconds_per_audit": scored.seconds_per_audit,
-                                               "cpu_seconds": scored.cpu_seconds}
+        report["results"][str(repetitions)] = {
+            "seconds_per_step": scored.seconds_per_step, "seconds_per_audit": scored.seconds_per_audit,
+            "cpu_per_step": scored.cpu_per_step, "cpu_per_audit": scored.cpu_per_audit,
+            "cpu_seconds": scored.cpu_seconds,
+        }
         for kind in KINDS:
             run = Run(repetitions, args.seed, scored.steps, scored.stats[kind], scored.is_member[kind],
                       data.canaries[kind].texts, scored.cpu_seconds)
@@ -250,12 +265,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
                       "diagnostics": diagnostics(run), "n": len(run.is_member), "members": int(run.is_member.sum())}
             report["results"][str(repetitions)][kind] = result
             print("\n" + table(kind, repetitions, result) + "\n", flush=True)
-        print(f"repetitions {repetitions}: {scored.seconds_per_step:.2f} s per step, {scored.seconds_per_audit:.1f} s per "
-              f"audit (cached path), {scored.cpu_seconds:.0f} CPU s", flush=True)
+        print(f"repetitions {repetitions} (cached path): {scored.seconds_per_step:.2f} s wall / "
+              f"{scored.cpu_per_step:.2f} s "
+              f"CPU per step, {scored.seconds_per_audit:.1f} s wall / {scored.cpu_per_audit:.1f} s CPU per audit, "
+              f"{scored.cpu_seconds:.0f} CPU s in all", flush=True)
     if args.time_full:
         report["full_model"] = time_full_model(model, data, args.layers, args.time_full)
-        print(f"full model: {report['full_model']['seconds_per_step']:.2f} s per step (batch {args.batch_size}), "
-              f"{report['full_model']['seconds_per_audit']:.1f} s per audit of {2 * args.canaries} canaries", flush=True)
+        full = report["full_model"]
+        print(f"full model: {full['seconds_per_step']:.2f} s wall / {full['cpu_per_step']:.2f} s CPU per step (batch "
+              f"{args.batch_size}), {full['seconds_per_audit']:.1f} s wall / {full['cpu_per_audit']:.1f} s CPU per "
+              f"audit "
+              f"of {2 * args.canaries} canaries", flush=True)
     report["wall_seconds"], report["cpu_seconds"] = time.perf_counter() - wall, time.process_time() - cpu
     print(f"total {report['wall_seconds']:.0f} s wall, {report['cpu_seconds']:.0f} s CPU")
     if args.out:

