@@ -116,7 +116,8 @@ def figures(run: Run, scores: dict[str, np.ndarray], seed: int) -> dict:
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratios = boot[name] / boot[base]
             ratios = np.where(np.isnan(ratios), 1.0, ratios)  # 0/0: both found nothing
-            low, high = np.percentile(ratios, [2.5, 97.5])
+            low = np.percentile(ratios, 2.5, method="lower")  # no interpolation: x/0 stays inf, never nan
+            high = np.percentile(ratios, 97.5, method="higher")
             entry[f"ratio_to_{base}"] = {
                 "value": tpr.value / base_value if base_value > 0 else float("inf"),
                 "low": float(low), "high": float(high),

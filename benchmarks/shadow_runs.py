@@ -109,7 +109,8 @@ def pooled_figures(scores: list[dict[str, np.ndarray]], labels: list[np.ndarray]
         with np.errstate(divide="ignore", invalid="ignore"):
             r = boot[PAIR[0]] / boot[PAIR[1]]
         base = out[PAIR[1]][f"tpr@{fpr}"]["value"]
-        low, high = np.percentile(np.where(np.isnan(r), 1.0, r), [2.5, 97.5])
+        r = np.where(np.isnan(r), 1.0, r)
+        low, high = np.percentile(r, 2.5, method="lower"), np.percentile(r, 97.5, method="higher")
         ratios[str(fpr)] = {"value": out[PAIR[0]][f"tpr@{fpr}"]["value"] / base if base else float("inf"),
                             "low": float(low), "high": float(high)}
     return {"attacks": out, "ratio": ratios}
