@@ -40,3 +40,32 @@ def test_another_vocabulary_or_tokenizer_is_refused():
         check_reference_model(tiny_gpt2(), tiny_gpt2(), tokenizer=byte_tokenizer(), reference_tokenizer=bpe_tokenizer())
     with pytest.raises(TypeError, match="must be a transformers causal LM"):
         check_reference_model(tiny_gpt2(), lambda ids, mask: None)
+
+
+def test_callback_refuses_a_wrong_reference_before_the_first_step(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from mia_guard import CanarySet, MIAAuditCallback
+    from mia_guard.experiments.demo_assets import CausalLMCollator, tokenize
+
+    canaries = CanarySet.generate(16, "code_credential", seed=0)
+    tok = byte_tokenizer()
+    callback = MIAAuditCallback(canaries, tok, attacks=["loss", "reference"], reference_model=tiny_llama(),
+                                tensorboard=False, progress=False, output_dir=tmp_path / "audit")
+    trainer = Trainer(model=tiny_gpt2(), args=TrainingArguments(tmp_path / "out", max_steps=2, report_to=[]),
+                      train_dataset=tokenize(["x = 1"] * 8, tok, 32), data_collator=CausalLMCollator(),
+                      callbacks=[callback])
+    with pytest.raises(ValueError, match="reference_model is a LlamaForCausalLM"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_auditor_scores_an_explicit_reference_instead_of_step_0():
+    from mia_guard import Auditor, CanarySet
+
+    canaries = CanarySet.generate(40, "code_credential", seed=0)
+    base, trained = tiny_gpt2(seed=1), tiny_gpt2(seed=2)
+    auditor = Auditor(canaries, byte_tokenizer(), attacks=["reference"], reference_model=base, n_folds=2)
+    auditor.audit(trained, step=5)
+    expected = Auditor(canaries, byte_tokenizer(), attacks=["loss"]).score(base)
+    assert auditor.reference_stats.nll.allclose(expected.nll)

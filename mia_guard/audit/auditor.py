@@ -28,6 +28,7 @@ from ..stats.metrics import summarize_attack
 from .best import EXTRAS_KEY as BEST_KEY
 from .best import select_best
 from .config import DEFAULT_ATTACKS, DEFAULT_FPRS, REFERENCE_MODES, AuditConfig, config_from_call
+from .reference import check_reference_model
 from .result import AuditHistory, AuditResult
 
 __all__ = ["AuditFailedError", "Auditor", "AuditConfig", "DEFAULT_ATTACKS", "DEFAULT_FPRS", "REFERENCE_MODES"]
@@ -65,6 +66,13 @@ class Auditor:
             default ``AuditConfig()``.
         device: where the model runs while scoring (default: the model's device).
         progress: show a progress bar while scoring.
+        reference_model: an explicit reference for calibrated attacks instead of the step-0
+            model, e.g. the pretrained base when training resumes from a fine-tuned
+            checkpoint. It must be the audited model's architecture with its vocabulary
+            (and, given ``reference_tokenizer``, its tokenizer): checked by
+            :meth:`prepare_reference` before it is scored
+            (:func:`mia_guard.audit.reference.check_reference_model`).
+        reference_tokenizer: the tokenizer ``reference_model`` was trained with, if known.
         **options: fields of :class:`~mia_guard.audit.config.AuditConfig` replacing those of
             ``config``, e.g. ``Auditor(canaries, tok, attacks=["loss"], seed=3)``.
 
@@ -80,6 +88,8 @@ class Auditor:
         config: AuditConfig | Mapping[str, Any] | None = None,
         device: Any = None,
         progress: bool = False,
+        reference_model: Any = None,
+        reference_tokenizer: Any = None,
         **options: Any,
     ) -> None:
         if not isinstance(canaries, CanarySet):
@@ -95,6 +105,8 @@ class Auditor:
         self.device = device
         self.progress = progress
         self.reference_stats: TokenStats | None = None
+        self.reference_model = reference_model
+        self.reference_tokenizer = reference_tokenizer
         self.history = AuditHistory(canaries.content_hash, canaries.is_member, self.fprs, self.confidence)
 
     @property
@@ -126,8 +138,22 @@ class Auditor:
             raise ValueError(f"reference statistics cover {stats.num_canaries} canaries, expected {len(self.canaries)}")
         self.reference_stats = stats
 
+    def prepare_reference(self, model: Any) -> None:
+        """Check the explicit ``reference_model`` against the audited ``model`` and score it (once).
+
+        Integrations call this before training starts, so a wrong reference fails early;
+        :meth:`audit` calls it on the first audit otherwise. Nothing happens without a
+        ``reference_model`` or once its statistics exist.
+        """
+        if self.reference_model is None or self.reference_stats is not None:
+            return
+        check_reference_model(model, self.reference_model, tokenizer=self.tokenizer,
+                              reference_tokenizer=self.reference_tokenizer)
+        self.set_reference(self.reference_model)
+
     def audit(self, model: Any, step: int) -> AuditResult:
         """Score the canaries under ``model`` and evaluate every attack; appends to ``history``."""
+        self.prepare_reference(model)
         started = time.perf_counter()
         stats = self.score(model)
         return self.evaluate(stats, step, scoring_seconds=time.perf_counter() - started)

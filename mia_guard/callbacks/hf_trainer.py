@@ -98,6 +98,11 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
         jsonl: write ``audits.jsonl``.
         auditor: a configured Auditor to use instead of building one (then ``canaries``
             may be ``None``, and neither ``config`` nor audit options may be given).
+        reference_model, reference_tokenizer: an explicit reference model for the
+            calibrated attacks instead of the step-0 model (e.g. the pretrained base when
+            training resumes from a fine-tuned checkpoint); checked against the trained
+            model's architecture, vocabulary and tokenizer at ``on_train_begin``, before
+            the first step (:meth:`~mia_guard.audit.auditor.Auditor.prepare_reference`).
         **options: fields of :class:`~mia_guard.audit.config.AuditConfig` replacing those
             of ``config``, e.g. ``MIAAuditCallback(canaries, attacks=["loss"], seed=3)``.
     """
@@ -119,6 +124,8 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
         tensorboard: bool | str | os.PathLike = True,
         jsonl: bool = True,
         auditor: Auditor | None = None,
+        reference_model: Any = None,
+        reference_tokenizer: Any = None,
         **options: Any,
     ) -> None:
         canaries = resolve_audit_inputs(
@@ -128,6 +135,8 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
         self.canaries = auditor.canaries if auditor is not None else canaries
         self.config = auditor.config if auditor is not None else config_from_call(MIAAuditCallback, config, options)
         self.tokenizer = tokenizer
+        self.reference_model = reference_model
+        self.reference_tokenizer = reference_tokenizer
         #: what identifies the audit's tokenizer (set when training begins, or restored from a checkpoint)
         self.tokenizer_identity: dict | None = None
         self.every_n_steps = every_n_steps
@@ -202,7 +211,9 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
                     "MIAAuditCallback needs a tokenizer for text canaries: pass tokenizer=... or give the Trainer "
                     "processing_class=tokenizer"
                 )
-            self.auditor = Auditor(self.canaries, tokenizer, config=self.config, progress=self.progress and is_main)
+            self.auditor = Auditor(self.canaries, tokenizer, config=self.config, progress=self.progress and is_main,
+                                   reference_model=self.reference_model, reference_tokenizer=self.reference_tokenizer)
+        self.auditor.prepare_reference(model)  # a wrong reference_model fails here, before the first step
         identity = tokenizer_identity(self.auditor.tokenizer, self.auditor.encoded)
         _check_same_tokenizer(self.tokenizer_identity, identity)
         self.tokenizer_identity = identity
