@@ -83,7 +83,7 @@ def privacy_analysis(data: AnalysisInput) -> dict:
         seed=data.seed,
         coin_split=canaries.split == "coin",
         secret_nll=_secret_nll(data) if template is not None else None,
-        secret_space_size=template.secret_space_size if template is not None else None,
+        secret_space_size=canaries.secret_space_size if template is not None else None,  # token-aligned: token space
         options=data.options,
     )
 

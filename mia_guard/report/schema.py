@@ -97,7 +97,7 @@ def canary_summary(history: "AuditHistory", canaries: "CanarySet | None" = None)
     summary.update(
         kind=canaries.kind,
         template=template.name if template is not None else None,
-        secret_space_bits=float(template.secret_space_bits) if template is not None else None,
+        secret_space_bits=canaries.secret_space_bits,
     )
     return summary
 
