@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .canary_set import Canary, CanarySet
+from .canary_set import CanarySet
+from .secret_tokens import encode_text, encode_with_secret
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,9 @@ def encode_canaries(canaries: CanarySet, tokenizer: Any = None, *, prefix_tokens
         if canaries.kind == "tokens":
             token_ids, start, end = list(canary.token_ids), max(1, prefix_tokens), len(canary.token_ids)
         elif canaries.kind == "templated":
-            token_ids, start, end = _encode_templated(canary, tokenizer)
+            token_ids, start, end = encode_with_secret(canary.text, canary.secret_span, tokenizer)
         else:
-            token_ids, offset, n_text = _encode_text(canary.text, tokenizer)
+            token_ids, offset, n_text = encode_text(canary.text, tokenizer)
             start, end = max(1, offset + prefix_tokens), offset + n_text
         if end <= start:
             raise ValueError(
@@ -104,45 +105,3 @@ def _check_aligned(canaries: CanarySet, encoded: EncodedCanaries) -> None:
             f"score {expected} each; the tokenizer does not encode them as when they were built "
             "(regenerate the canaries with this tokenizer)"
         )
-
-
-def _plain_ids(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def _encode_text(text: str, tokenizer: Any) -> tuple[list[int], int, int]:
-    """Full ids (with special tokens), offset of the text's first token, number of text tokens."""
-    full = list(tokenizer(text)["input_ids"])
-    plain = _plain_ids(tokenizer, text)
-    for offset in range(len(full) - len(plain) + 1):
-        if full[offset : offset + len(plain)] == plain:
-            return full, offset, len(plain)
-    raise ValueError(
-        "the tokenizer encodes a canary differently with and without special tokens; "
-        "cannot locate the canary's text tokens"
-    )
-
-
-def _encode_templated(canary: Canary, tokenizer: Any) -> tuple[list[int], int, int]:
-    """Full ids and the secret's token range, by prefix-consistent tokenization or offsets."""
-    full, offset, n_text = _encode_text(canary.text, tokenizer)
-    plain = full[offset : offset + n_text]
-    first, last = canary.secret_span
-    before = _plain_ids(tokenizer, canary.text[:first])
-    through = _plain_ids(tokenizer, canary.text[:last])
-    if plain[: len(before)] == before and plain[: len(through)] == through and len(through) > len(before):
-        return full, offset + len(before), offset + len(through)
-    return full, *_secret_range_from_offsets(canary, tokenizer, offset)
-
-
-def _secret_range_from_offsets(canary: Canary, tokenizer: Any, offset: int) -> tuple[int, int]:
-    """Secret token range from a fast tokenizer's character offsets (BPE merges across the boundary)."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(
-            "the tokenizer merges the secret with its surrounding text and is not a fast tokenizer, so the "
-            "secret's tokens cannot be located; use a fast tokenizer or a template whose prefix ends in a space"
-        )
-    spans = tokenizer(canary.text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    first, last = canary.secret_span
-    inside = [i for i, (a, b) in enumerate(spans) if a < last and b > first]
-    return offset + inside[0], offset + inside[-1] + 1

@@ -34,6 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .secret_tokens import encode_with_secret, plain_ids
 from .templates import CanaryTemplate
 
 #: Whole-secret draws allowed per requested canary before giving up.
@@ -109,10 +110,6 @@ def check_tokenizer(alignment: TokenAlignment, tokenizer: Any, what: str = "thes
 
 
 # ---------------------------------------------------------------------------- templated secrets
-def _plain(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
 def secret_candidates(template: CanaryTemplate, tokenizer: Any) -> tuple[list[int], list[str]]:
     """Vocabulary tokens a secret token may be, with the symbol text each stands for.
 
@@ -139,7 +136,7 @@ def secret_candidates(template: CanaryTemplate, tokenizer: Any) -> tuple[list[in
     for with_separator in (True, False):
         ids, texts = [], []
         for symbol in template.alphabet:
-            encoded = _plain(tokenizer, template.separator + symbol if with_separator else symbol)
+            encoded = plain_ids(tokenizer, template.separator + symbol if with_separator else symbol)
             if len(encoded) == 1 and encoded[0] not in ids:
                 ids.append(encoded[0])
                 texts.append(symbol)
@@ -150,13 +147,8 @@ def secret_candidates(template: CanaryTemplate, tokenizer: Any) -> tuple[list[in
 
 def secret_token_ids(template: CanaryTemplate, secret: str, tokenizer: Any) -> list[int]:
     """The ids of the tokens covering ``secret`` in ``template.render(secret)`` (plain encoding)."""
-    from .canary_set import Canary
-    from .encoding import _encode_templated
-
-    text = template.render(secret)
     start = len(template.prefix)
-    full, first, last = _encode_templated(Canary(text=text, secret=secret, secret_span=(start, start + len(secret))),
-                                         tokenizer)
+    full, first, last = encode_with_secret(template.render(secret), (start, start + len(secret)), tokenizer)
     return full[first:last]
 
 
@@ -238,11 +230,11 @@ def _distinct(n: int, draw, max_draws: int) -> list[str]:
 def cut_to_window(text: str, tokenizer: Any, window: int) -> str | None:
     """``text`` cut to its first ``window`` tokens, or ``None`` if it is shorter or the cut
     does not re-encode to the same ids (e.g. it ends inside a run of newlines)."""
-    ids = _plain(tokenizer, text)
+    ids = plain_ids(tokenizer, text)
     if len(ids) < window:
         return None
     cut = tokenizer.decode(ids[:window])
-    return cut if _plain(tokenizer, cut) == ids[:window] else None
+    return cut if plain_ids(tokenizer, cut) == ids[:window] else None
 
 
 def token_windows(texts: Sequence[str], tokenizer: Any, window: int) -> tuple[list[str], TokenAlignment]:
@@ -259,7 +251,7 @@ def token_windows(texts: Sequence[str], tokenizer: Any, window: int) -> tuple[li
     for index, text in enumerate(texts):
         cut = cut_to_window(text, tokenizer, window)
         if cut is None:
-            count = len(_plain(tokenizer, text))
+            count = len(plain_ids(tokenizer, text))
             problem = (f"has {count} tokens, fewer than window_tokens={window}" if count < window
                        else f"cut to {window} tokens does not tokenize back to the same tokens")
             raise ValueError(
