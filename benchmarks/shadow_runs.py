@@ -25,7 +25,7 @@ threshold; TPR at 0.1% and 1% FPR with Clopper–Pearson intervals, and the rati
 ``multi_run_seq_lira``'s TPR@0.1%FPR to ``multi_run_lira``'s with a percentile
 bootstrap interval (canaries resampled within class and run).
 
-    python benchmarks/shadow_runs.py --stats-dir runs/shadow       # the docs table (about 20 min CPU)
+    python benchmarks/shadow_runs.py --stats-dir runs/shadow       # the docs table (about 20 CPU minutes)
 """
 
 from __future__ import annotations
@@ -140,12 +140,12 @@ def table(fig: dict, n_runs: int, n_canaries: int) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=9, help="K runs sharing the canaries (each the target once)")
-    parser.add_argument("--canaries", type=int, default=512)
-    parser.add_argument("--filler", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=8, help="K runs sharing the canaries (each the target once)")
+    parser.add_argument("--canaries", type=int, default=384)
+    parser.add_argument("--filler", type=int, default=64)
     parser.add_argument("--window", type=int, default=24)
     parser.add_argument("--repetitions", type=int, default=2)
-    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--folds", type=int, default=5)
