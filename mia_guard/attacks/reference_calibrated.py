@@ -28,6 +28,9 @@ towards plain subtraction, and ``Σ`` towards independent tokens), then
 ``A = C_dr C_rr⁻¹`` and ``Σ = C_dd - A C_rd``. ``pooled=True`` (default) shares ``A``
 and ``Σ`` between members and non-members (a linear score, half the parameters);
 ``pooled=False`` fits them per class ("separate", the seed's online form).
+``calibration="diagonal"`` (each token's change on its own reference statistic only) and
+``"difference"`` (``A = 0``) were weaker on SmolLM2 (docs/real_model.md) and are kept as
+options for comparison.
 
 Needs token-aligned canaries (every canary the same ``T`` scored positions; see
 :mod:`mia_guard.canaries.token_alignment`); with variable lengths it falls back, with a
