@@ -6,7 +6,7 @@ import torch
 from mia_guard import CanarySet, score_tokens
 from mia_guard.canaries.encoding import encode_canaries
 from mia_guard.experiments.demo_assets import byte_tokenizer, tiny_gpt2
-from mia_guard.scoring.forward import _chunk_statistics
+from mia_guard.scoring.statistics import StatisticsWorkspace, logit_statistics
 from mia_guard.scoring.token_stats import STAT_FIELDS
 
 
@@ -62,8 +62,8 @@ def test_plain_callable_model_matches_hf_fast_path(setup):
 
 
 def test_confidence_is_stable_when_probability_is_near_one():
-    logits = torch.tensor([[[40.0, 0.0, 0.0, 0.0]]])
-    stats = _chunk_statistics(logits, torch.tensor([[0]]))
+    logits = torch.tensor([[40.0, 0.0, 0.0, 0.0]])
+    stats = logit_statistics(logits, torch.tensor([0]), StatisticsWorkspace(1, 4, torch.device("cpu")))
     # log p - log(1-p) = 40 - log(3) exactly in the limit; naive log1p(-p) gives inf
     assert torch.isfinite(stats["confidence"]).all()
     assert stats["confidence"].item() == pytest.approx(40 - torch.log(torch.tensor(3.0)).item(), abs=1e-4)

@@ -3,11 +3,18 @@
 :func:`score_tokens` runs a causal LM (any Hugging Face ``PreTrainedModel``, or any
 callable ``f(input_ids, attention_mask) -> logits [B, T, V]`` / an object with
 ``.logits``) over the canaries in length-sorted batches and computes, per scored
-token, the statistics every attack reads. It never holds a float32 ``[B, T, V]``
-log-softmax: statistics are computed over bounded chunks of positions. For Hugging
-Face models whose logits are a plain linear head over the final hidden state (checked
-numerically on the first row), only the scored positions ever get logits, so the
-full ``[B, T, V]`` logits tensor is never materialised at all.
+token, the statistics every attack reads (:mod:`mia_guard.scoring.statistics`).
+
+Cost at real vocabulary sizes is dominated by the output head (``width x vocab`` per
+position), so the head is the part kept efficient. For Hugging Face models whose logits
+are a plain linear head over the final hidden state (checked numerically on the first
+canary), the hidden states of the *scored* positions of a batch are gathered into one
+``[P, width]`` matrix and the head is applied to chunks of them as one matrix product
+into a reused float32 buffer: no logits for padding or unscored positions, no
+``[B, T, V]`` logits tensor (a plain forward allocates and page-faults a fresh one per
+batch), and chunks of ``CHUNK_ROWS`` positions keep the product's row count large. Other models
+give full logits; their scored rows are copied into the same buffer. The progress bar
+counts scored tokens and moves after every chunk.
 
 Auditing changes nothing: eval mode is set and every module's previous mode restored,
 gradients are off, and the global RNG state (CPU and CUDA) is forked.
@@ -16,6 +23,7 @@ gradients are off, and the global RNG state (CPU and CUDA) is forked.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -24,15 +32,22 @@ import torch
 from ..canaries.canary_set import CanarySet
 from ..canaries.encoding import EncodedCanaries, encode_canaries
 from .checks import check_logits, check_token_ids, scorable_model
+from .statistics import StatisticsWorkspace, logit_statistics
 from .token_stats import STAT_FIELDS, TokenStats
 
-#: Upper bound on the float32 chunk of log-probabilities held at once (bytes).
-CHUNK_BYTES = 32 * 2**20
-#: Below this many bytes of float32 logits per batch, chunking saves nothing worth its overhead.
-SMALL_LOGITS_BYTES = 8 * 2**20
-#: Default upper bound on padded tokens per batch.
+#: Scored positions per output-head chunk: from ~256 rows on, the head's matrix product runs
+#: at full speed on CPU (fewer rows cost up to 20% more per position)...
+CHUNK_ROWS = 512
+#: ...unless the float32 logits buffer ``[rows, V]`` would exceed this many bytes (huge vocabularies).
+CHUNK_BYTES = 128 * 2**20
+#: Default upper bound on padded tokens per batch on accelerators...
 BATCH_TOKENS = 16384
+#: ...and on CPU, where small batches keep the model's activations in cache (the output head's
+#: chunks do not depend on the batch: scored positions are queued across batches).
+CPU_BATCH_TOKENS = 2048
 MAX_BATCH_SIZE = 64
+#: Tokens the output-head shortcut is verified on (a causal model's head sees each position alone).
+VERIFY_TOKENS = 8
 
 
 def score_tokens(
@@ -53,10 +68,11 @@ def score_tokens(
         canaries: a CanarySet (tokenized with ``tokenizer``) or pre-encoded canaries.
         tokenizer: needed for text canaries passed as a CanarySet.
         batch_size: canaries per forward pass; default picks one from a token budget.
-        chunk_size: positions per log-softmax chunk; default bounds the chunk to
-            ``CHUNK_BYTES``. Results do not depend on it (nor on ``batch_size``) beyond 1e-5.
+        chunk_size: scored positions per output-head chunk; default ``CHUNK_ROWS`` (fewer
+            when their float32 logits exceed ``CHUNK_BYTES``). Results do not depend on it
+            (nor on ``batch_size``) beyond 1e-5.
         device: where to run; default is the model's device (CPU for plain callables).
-        progress: show a progress bar over batches.
+        progress: show a progress bar over the scored tokens (updated after every chunk).
 
     Returns:
         TokenStats with N rows in the canaries' order.
@@ -66,117 +82,185 @@ def score_tokens(
     _check_context_length(model, encoded)
     check_token_ids(model, encoded, canaries.texts if isinstance(canaries, CanarySet) else None)
     device = torch.device(device) if device is not None else _model_device(model)
-    vocab = _vocab_size(model)
     if batch_size is None:
-        batch_size = max(1, min(MAX_BATCH_SIZE, BATCH_TOKENS // int(encoded.lengths.max())))
+        batch_size = default_batch_size(encoded, device)
     if batch_size < 1 or (chunk_size is not None and chunk_size < 1):
         raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size} and {chunk_size}")
 
-    width = int(encoded.num_scored.max())
-    out = {name: torch.zeros(len(encoded), width) for name in STAT_FIELDS}
-    mask = torch.zeros(len(encoded), width, dtype=torch.bool)
-    batches = list(_length_sorted_batches(encoded, batch_size))
-    with _audit_mode(model, device):
-        logits_fn = _LogitsFunction(model, encoded, device)
-        for rows in _progress(batches, progress):
+    with _audit_mode(model, device), _progress(int(encoded.num_scored.sum()), progress) as bar:
+        scorer = _Scorer(model, encoded, device, chunk_size, bar)
+        for rows in _length_sorted_batches(encoded, batch_size):
             ids, attention = _pad(encoded, rows, device)
-            chunks = logits_fn(ids, attention)
-            starts, ends = encoded.start[rows], encoded.end[rows]
-            # logits at position t-1 score token t; cover every scored token of the batch
-            first, last = int(starts.min()) - 1, int(ends.max()) - 1
-            step = chunk_size or _default_chunk(len(rows), last - first, vocab)
-            for c0 in range(first, last, step):
-                c1 = min(c0 + step, last)
-                stats = _chunk_statistics(chunks(c0, c1).float(), ids[:, c0 + 1 : c1 + 1])
-                _scatter(out, mask, stats, rows, starts, ends, c0, c1)
-    return TokenStats(**out, mask=mask)
+            scorer.add_batch(ids, attention, _ScoredPositions.of_batch(encoded, rows, ids))
+        scorer.flush()
+    return TokenStats(**scorer.out, mask=scorer.mask)
 
 
-def _default_chunk(batch: int, span: int, vocab: int) -> int:
-    """Positions per chunk. Small problems (the batch's logits over the scored span fit in
-    ``SMALL_LOGITS_BYTES``) take one chunk; otherwise at most ``CHUNK_BYTES`` of float32 and
-    at most a quarter of the span, so the three chunk-sized temporaries stay below one full
-    ``[B, T, V]`` logits tensor."""
-    if 4 * batch * span * vocab <= SMALL_LOGITS_BYTES:
-        return max(1, span)
-    by_bytes = CHUNK_BYTES // (4 * batch * vocab)
-    return max(1, min(by_bytes, -(-span // 4)))
+def default_batch_size(encoded: EncodedCanaries, device: torch.device | None = None) -> int:
+    """Canaries per batch from a padded-token budget: ``CPU_BATCH_TOKENS`` on CPU,
+    ``BATCH_TOKENS`` elsewhere (also when ``device`` is not known), at most ``MAX_BATCH_SIZE``."""
+    budget = CPU_BATCH_TOKENS if device is not None and torch.device(device).type == "cpu" else BATCH_TOKENS
+    return max(1, min(MAX_BATCH_SIZE, budget // int(encoded.lengths.max())))
 
 
-# ---------------------------------------------------------------------------- statistics
-def _chunk_statistics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Statistics of ``targets [B, C]`` under ``logits [B, C, V]`` (float32), each ``[B, C]``.
+# ---------------------------------------------------------------------------- scoring
+class _Scorer:
+    """Runs the model batch by batch and turns the scored positions into statistics in chunks.
 
-    Works on ``d = logits - max(logits)``: the entropy and the variance of log p are
-    shift-invariant, and centring at the maximum keeps ``E[d^2] - E[d]^2`` free of
-    cancellation for flat distributions. Sums over the vocabulary are row-wise dot
-    products (``bmm``), so no ``[B, C, V]`` product is materialised and each row's result
-    does not depend on the batch it is in. Seven passes over the chunk in all.
+    With a verified linear output head (:func:`_verified_head`) the final hidden states of
+    scored positions are queued across batches and the head runs on full chunks of
+    positions, however few a batch holds; otherwise each batch's logits are consumed
+    before the next batch runs. Results go to :attr:`out` / :attr:`mask` (``[N, T]``).
     """
-    rows, vocab = logits.shape[0] * logits.shape[1], logits.shape[2]
-    d = logits - logits.amax(dim=-1, keepdim=True)  # <= 0, max is 0
-    target_d = d.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    e = d.exp()
-    total = e.sum(-1)
-    log_total = total.log()
-    target_logp = target_d - log_total
-    log_rest = _log_one_minus_p(d, targets, target_logp)
-    mean_d = torch.bmm(e.view(rows, 1, vocab), d.view(rows, vocab, 1)).view_as(total) / total
-    d.square_()
-    mean_d2 = torch.bmm(e.view(rows, 1, vocab), d.view(rows, vocab, 1)).view_as(total) / total
-    return {
-        "nll": -target_logp,
-        "confidence": target_logp - log_rest,
-        "entropy": log_total - mean_d,
-        "logp_std": (mean_d2 - mean_d.square()).clamp(min=0).sqrt(),
-        "top1": (target_d >= 0).float(),
-    }
+
+    def __init__(self, model: Any, encoded: EncodedCanaries, device: torch.device, chunk_size: int | None,
+                 bar: Any) -> None:
+        self.model = model
+        self.head = _verified_head(model, encoded, device)
+        self.buffers = _ChunkBuffers(chunk_size, device)
+        self.bar = bar
+        width = int(encoded.num_scored.max())
+        self.out = {name: torch.zeros(len(encoded), width) for name in STAT_FIELDS}
+        self.mask = torch.zeros(len(encoded), width, dtype=torch.bool)
+        self.pending: list[tuple[torch.Tensor, _ScoredPositions]] = []
+
+    def add_batch(self, ids: torch.Tensor, attention: torch.Tensor, scored: "_ScoredPositions") -> None:
+        if self.head is None:
+            logits = _call_for_logits(self.model, ids, attention)
+            flat = logits.reshape(-1, logits.shape[-1])
+            index = scored.batch_index * logits.shape[1] + scored.logit_index
+
+            def copy_rows(c0: int, c1: int, buffer: torch.Tensor) -> torch.Tensor:
+                if flat.dtype == buffer.dtype:
+                    return torch.index_select(flat, 0, index[c0:c1], out=buffer)
+                return buffer.copy_(flat[index[c0:c1]])
+
+            self._score(scored, copy_rows, int(logits.shape[-1]))
+            return
+        base = self.head[0]
+        hidden = base(input_ids=ids, attention_mask=attention).last_hidden_state
+        self.pending.append((hidden[scored.batch_index, scored.logit_index], scored))
+        self._drain(final=False)
+
+    def flush(self) -> None:
+        """Score what is still queued (the last, partial chunk)."""
+        if self.pending:
+            self._drain(final=True)
+
+    def _drain(self, final: bool) -> None:
+        """Run the head on every full chunk of queued positions (and on the rest when ``final``)."""
+        _, head, vocab = self.head
+        queued = sum(len(scored) for _, scored in self.pending)
+        rows = self.buffers.rows(vocab)
+        usable = queued if final else queued - queued % rows
+        if usable == 0:
+            return
+        hidden = torch.cat([h for h, _ in self.pending]) if len(self.pending) > 1 else self.pending[0][0]
+        scored = _ScoredPositions.concat([s for _, s in self.pending])
+        self._score(scored.take(0, usable), lambda c0, c1, buffer: _apply_head(head, hidden[c0:c1], buffer), vocab)
+        self.pending = [(hidden[usable:], scored.take(usable, queued))] if usable < queued else []
+
+    def _score(self, scored: "_ScoredPositions", fill: Callable, vocab: int) -> None:
+        """Statistics of ``scored``, chunk by chunk: ``fill(c0, c1, buffer)`` writes the logits."""
+        for c0, c1 in self.buffers.chunks(len(scored), vocab):
+            logits = fill(c0, c1, self.buffers.logits[: c1 - c0])
+            stats = logit_statistics(logits, scored.targets[c0:c1], self.buffers.workspace)
+            scored.scatter(self.out, self.mask, stats, c0, c1)
+            self.bar.update(c1 - c0)
 
 
-def _log_one_minus_p(d: torch.Tensor, targets: torch.Tensor, target_logp: torch.Tensor) -> torch.Tensor:
-    """log(1 - p(target)), ``[B, C]``: log1p(-p) where p < 1/2, else an exact log-sum-exp over
-    the other tokens (only for those positions), so it stays finite and exact as p -> 1."""
-    out = torch.log1p(-target_logp.exp())
-    confident = target_logp > -0.6931471805599453
-    if confident.any():
-        sub = d[confident].clone()
-        sub.scatter_(-1, targets[confident].unsqueeze(-1), float("-inf"))
-        out[confident] = torch.logsumexp(sub, dim=-1) - torch.logsumexp(d[confident], dim=-1)
-    return out
+# ---------------------------------------------------------------------------- positions
+@dataclass(frozen=True)
+class _ScoredPositions:
+    """The P scored tokens of one padded batch, flattened in (row, token) order.
+
+    Attributes:
+        batch_index, logit_index: ``[P]`` (on the model's device): the logits at
+            ``[batch_index, logit_index]`` score the token one position later.
+        targets: ``[P]`` the scored token ids (on the model's device).
+        dest_row, dest_col: ``[P]`` (CPU) where each statistic goes in the ``[N, T]`` output.
+    """
+
+    batch_index: torch.Tensor
+    logit_index: torch.Tensor
+    targets: torch.Tensor
+    dest_row: torch.Tensor
+    dest_col: torch.Tensor
+
+    @classmethod
+    def of_batch(cls, encoded: EncodedCanaries, rows: np.ndarray, ids: torch.Tensor) -> "_ScoredPositions":
+        starts, counts = encoded.start[rows], encoded.num_scored[rows]
+        batch_index = np.repeat(np.arange(len(rows)), counts)
+        column = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        token = starts[batch_index] + column
+        device = ids.device
+        batch_t = torch.as_tensor(batch_index, device=device)
+        token_t = torch.as_tensor(token, device=device)
+        return cls(
+            batch_index=batch_t,
+            logit_index=token_t - 1,
+            targets=ids[batch_t, token_t],
+            dest_row=torch.as_tensor(rows[batch_index]),
+            dest_col=torch.as_tensor(column),
+        )
+
+    def __len__(self) -> int:
+        return int(self.dest_row.shape[0])
+
+    def take(self, start: int, stop: int) -> "_ScoredPositions":
+        """Positions ``start..stop-1``."""
+        return _ScoredPositions(*(getattr(self, f.name)[start:stop] for f in fields(self)))
+
+    @staticmethod
+    def concat(parts: list["_ScoredPositions"]) -> "_ScoredPositions":
+        """The positions of several batches, in order (``batch_index`` then refers to each one's batch)."""
+        if len(parts) == 1:
+            return parts[0]
+        return _ScoredPositions(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(_ScoredPositions)))
+
+    def scatter(self, out: dict, mask: torch.Tensor, stats: dict, c0: int, c1: int) -> None:
+        """Copy the statistics of positions ``c0..c1-1`` into the left-aligned ``[N, T]`` output."""
+        rows, cols = self.dest_row[c0:c1], self.dest_col[c0:c1]
+        for name in STAT_FIELDS:
+            out[name][rows, cols] = stats[name].cpu()
+        mask[rows, cols] = True
 
 
-def _scatter(out, mask, stats, rows, starts, ends, c0: int, c1: int) -> None:
-    """Copy chunk columns (logit positions c0..c1-1, i.e. tokens c0+1..c1) into the left-aligned output."""
-    tokens = torch.arange(c0 + 1, c1 + 1).unsqueeze(0)  # [1, C] token index of each chunk column
-    starts_t, ends_t = torch.as_tensor(starts).unsqueeze(1), torch.as_tensor(ends).unsqueeze(1)
-    scored = (tokens >= starts_t) & (tokens < ends_t)  # [B, C]
-    batch_index, chunk_col = scored.nonzero(as_tuple=True)
-    dest_rows = torch.as_tensor(rows)[batch_index]
-    dest_cols = tokens[0, chunk_col] - starts_t[batch_index, 0]
-    for name in STAT_FIELDS:
-        out[name][dest_rows, dest_cols] = stats[name][batch_index.to(stats[name].device), chunk_col.to(stats[name].device)].cpu()
-    mask[dest_rows, dest_cols] = True
+class _ChunkBuffers:
+    """The float32 logits buffer ``[R, V]`` and statistics workspace, allocated once and reused."""
+
+    def __init__(self, chunk_size: int | None, device: torch.device) -> None:
+        self.chunk_size = chunk_size
+        self.device = device
+        self.logits: torch.Tensor | None = None
+        self.workspace: StatisticsWorkspace | None = None
+
+    def rows(self, vocab: int) -> int:
+        """Positions per chunk: ``chunk_size``, else ``CHUNK_ROWS`` capped by ``CHUNK_BYTES``."""
+        return self.chunk_size or max(1, min(CHUNK_ROWS, CHUNK_BYTES // (4 * vocab)))
+
+    def chunks(self, positions: int, vocab: int) -> Iterator[tuple[int, int]]:
+        """``(c0, c1)`` ranges over ``positions``; (re)allocates the buffers when too small."""
+        rows = min(self.rows(vocab), positions)
+        if self.logits is None or self.logits.shape[0] < rows or self.logits.shape[1] != vocab:
+            self.logits = torch.empty(rows, vocab, dtype=torch.float32, device=self.device)
+            block = StatisticsWorkspace.block_rows(vocab, self.device, rows)
+            self.workspace = StatisticsWorkspace(block, vocab, self.device)
+        step = self.logits.shape[0]
+        for c0 in range(0, positions, step):
+            yield c0, min(c0 + step, positions)
 
 
 # ---------------------------------------------------------------------------- logits
-class _LogitsFunction:
-    """Maps a padded batch to ``chunks(c0, c1) -> logits [B, c1 - c0, V]`` (model dtype).
-
-    For Hugging Face models with a plain linear output head, runs the base model once and
-    applies the head per chunk; otherwise runs the full model and slices its logits.
-    """
-
-    def __init__(self, model: Any, encoded: EncodedCanaries, device: torch.device) -> None:
-        self.model = model
-        self.head = _verified_head(model, encoded, device)
-
-    def __call__(self, ids: torch.Tensor, attention: torch.Tensor) -> Callable[[int, int], torch.Tensor]:
-        if self.head is not None:
-            base, head = self.head
-            hidden = base(input_ids=ids, attention_mask=attention).last_hidden_state
-            return lambda c0, c1: head(hidden[:, c0:c1])
-        logits = _call_for_logits(self.model, ids, attention)
-        return lambda c0, c1: logits[:, c0:c1]
+def _apply_head(head: torch.nn.Module, hidden: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
+    """``head(hidden)`` written into ``buffer`` (float32); a plain float32 ``nn.Linear`` as one
+    matrix product straight into the buffer."""
+    plain = type(head) is torch.nn.Linear and not (head._forward_hooks or head._forward_pre_hooks)
+    if plain and hidden.dtype == head.weight.dtype == buffer.dtype:
+        if head.bias is None:
+            return torch.mm(hidden, head.weight.t(), out=buffer)
+        return torch.addmm(head.bias, hidden, head.weight.t(), out=buffer)
+    return buffer.copy_(head(hidden))
 
 
 def _call_for_logits(model: Any, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
@@ -187,14 +271,15 @@ def _call_for_logits(model: Any, ids: torch.Tensor, attention: torch.Tensor) -> 
 
 
 def _verified_head(model: Any, encoded: EncodedCanaries, device: torch.device):
-    """``(base_model, head)`` when ``head(base(x))`` reproduces the model's logits, else ``None``."""
+    """``(base_model, head, vocab)`` when ``head(base(x))`` reproduces the model's logits (checked
+    on the first ``VERIFY_TOKENS`` tokens of the first canary), else ``None``."""
     if not _is_hf_model(model):
         return None
     head = model.get_output_embeddings()
     base = getattr(model, "base_model", None)
     if head is None or base is None or base is model:
         return None
-    ids = torch.tensor([encoded.input_ids[0]], device=device)
+    ids = torch.tensor([encoded.input_ids[0][:VERIFY_TOKENS]], device=device)
     attention = torch.ones_like(ids)
     try:
         expected = model(input_ids=ids, attention_mask=attention).logits
@@ -204,7 +289,7 @@ def _verified_head(model: Any, encoded: EncodedCanaries, device: torch.device):
         return None
     if got.shape != expected.shape or not torch.allclose(got.float(), expected.float(), rtol=1e-4, atol=1e-4):
         return None
-    return base, head
+    return base, head, int(expected.shape[-1])
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -239,11 +324,6 @@ def _model_device(model: Any) -> torch.device:
         for param in model.parameters():
             return param.device
     return torch.device("cpu")
-
-
-def _vocab_size(model: Any) -> int:
-    config = getattr(model, "config", None)
-    return int(getattr(config, "vocab_size", None) or 50257)
 
 
 def _context_limit(model: Any) -> int | None:
@@ -284,10 +364,19 @@ def _audit_mode(model: Any, device: torch.device) -> Iterator[None]:
             module.training = mode
 
 
-def _progress(batches: list, enabled: bool):
+@contextlib.contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[Any]:
+    """A bar over ``total`` scored tokens (``update(n)``), or a silent stand-in."""
     if not enabled:
-        return batches
+        yield _NoBar()
+        return
     from tqdm.auto import tqdm
 
     # delay: short audits (the common case under a training loop's own bar) show no bar at all
-    return tqdm(batches, desc="mia_guard: scoring canaries", unit="batch", leave=False, delay=2)
+    with tqdm(total=total, desc="mia_guard: scoring canaries", unit="token", leave=False, delay=2) as bar:
+        yield bar
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
