@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mia_guard import AuditHistory, Auditor, TokenStats, attacks
+from mia_guard._io import atomic_write_json
 
 
 def test_loss_attack_finds_memorization_after_training_and_none_before(trained_lm):
@@ -46,11 +47,16 @@ def test_history_roundtrip_keeps_scores_metrics_and_token_stats(trained_lm, tmp_
     assert torch.equal(back.stats.nll, original.stats.nll)
     curve = loaded.curve("loss", "auc")
     assert list(curve["step"]) == [0, 10] and curve["value"][1] > curve["value"][0]
-    # no temp files left behind; an edited format is refused
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.json"]
+    # the manifest and its record folder, no temp files; an edited file is refused, and so is
+    # a history written by a newer mia_guard
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.is_dir()) == ["h.json"]
     data = json.loads(path.read_text())
     data["schema_version"] = 99
     path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="fails its checksum"):
+        AuditHistory.load(path)
+    del data["checksum"]
+    atomic_write_json(path, data, checksum=True)
     with pytest.raises(ValueError, match="schema version 99"):
         AuditHistory.load(path)
 

@@ -125,7 +125,7 @@ def test_histories_without_token_statistics_are_refused(runs, tmp_path, base_can
 def test_canary_files_are_required_and_must_belong_to_the_history(runs, tmp_path, capsys):
     lonely = tmp_path / "lonely"
     lonely.mkdir()
-    (lonely / "history.json").write_bytes((runs[1] / "history.json").read_bytes())
+    AuditHistory.load(runs[1] / "history.json").save(lonely / "history.json")  # the history, no canary file
     assert cli(runs[0], lonely) == 2
     assert "canaries.json" in capsys.readouterr().err
     # explicit --canaries, one per run, in run order

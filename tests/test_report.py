@@ -216,9 +216,15 @@ def test_cli_report_without_history_exits_2(tmp_path, capsys):
 def test_cli_report_with_corrupt_history_exits_2(auditor, tmp_path, capsys):
     auditor.history.save(tmp_path / "history.json")
     text = (tmp_path / "history.json").read_text()
-    (tmp_path / "history.json").write_text(text[:1000])
+    (tmp_path / "history.json").write_text(text[: len(text) // 2])
     assert main(["report", str(tmp_path)]) == 2
-    assert "corrupt" in capsys.readouterr().err
+    assert "history.json fails its checksum" in capsys.readouterr().err
+    (tmp_path / "history.json").write_text(text)
+    record = next(p for p in tmp_path.glob("history-*/000001-step*.json") if not p.name.endswith(".stats.json"))
+    record.write_bytes(record.read_bytes()[:-20])
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"figures of the audit at step {auditor.history.steps[1]} ({record})" in err and "truncated" in err
     assert not (tmp_path / "report.json").exists()
 
 

@@ -1,21 +1,27 @@
-"""AuditResult (one audit) and AuditHistory (the leakage curve), JSON-able and schema-versioned."""
+"""AuditResult (one audit) and AuditHistory (the leakage curve), JSON-able and schema-versioned.
+
+On disk a history is an append-only store (:mod:`mia_guard.audit.storage`); ``to_dict`` /
+``from_dict`` are the single-document form (schema 1) used in memory and by old files.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .._io import atomic_write_json, check_format, decode_array, encode_array, read_json
+from .._io import check_format, decode_array, encode_array
 from ..scoring.token_stats import TokenStats
 from ..stats.estimate import Estimate
 from ..stats.metrics import AttackMetrics
 
 HISTORY_FORMAT = "mia_guard.history"
+#: version of the single-document form (``AuditHistory.to_dict``); saved histories are version 2
 HISTORY_SCHEMA_VERSION = 1
 
 
@@ -35,7 +41,8 @@ class AuditResult:
         notes: warnings raised during the audit, in words.
         invalid_canaries: indices of canaries with non-finite statistics.
         seconds: wall time of the stages (``scoring``, ``attacks``).
-        stats: the TokenStats the attacks read (kept for trajectory / multi-run attacks).
+        stats: the TokenStats the attacks read (kept for trajectory / multi-run attacks);
+            for a loaded history read from disk on first use (see :meth:`defer_stats`).
         extras: further figure groups (e.g. ``"privacy"``), JSON-able dicts.
     """
 
@@ -52,6 +59,11 @@ class AuditResult:
     extras: dict[str, Any] = field(default_factory=dict)
     timestamp: float = field(default_factory=time.time)
     failed_attacks: dict[str, str] = field(default_factory=dict)
+
+    def defer_stats(self, load: Callable[[], TokenStats]) -> None:
+        """Let :attr:`stats` be read by ``load()`` on first access (a saved history's statistics)."""
+        self.__dict__["_stats"] = None
+        self.__dict__["_load_stats"] = load
 
     def best_attack(self) -> str | None:
         """The attack with the highest AUC point estimate (``None`` if no attack ran).
@@ -129,6 +141,22 @@ class AuditResult:
             extras=dict(data.get("extras") or {}),
             stats=TokenStats.from_dict(data["stats"]) if data.get("stats") else None,
         )
+
+
+def _get_stats(result: AuditResult) -> TokenStats | None:
+    load = result.__dict__.pop("_load_stats", None)
+    if load is not None:
+        result.__dict__["_stats"] = load()
+    return result.__dict__.get("_stats")
+
+
+def _set_stats(result: AuditResult, value: TokenStats | None) -> None:
+    result.__dict__.pop("_load_stats", None)
+    result.__dict__["_stats"] = value
+
+
+# The dataclass field ``stats`` behaves like a plain attribute but may be loaded lazily.
+AuditResult.stats = property(_get_stats, _set_stats)  # type: ignore[assignment]
 
 
 class AuditHistory:
@@ -221,8 +249,16 @@ class AuditHistory:
         }
 
     def save(self, path: str | os.PathLike, include_stats: bool = True) -> Path:
-        """Write the history as schema-versioned JSON, atomically."""
-        return atomic_write_json(path, self.to_dict(include_stats))
+        """Write the history to ``path`` as a new append-only store (manifest at ``path``, one
+        checksummed file per audit beside it; see :mod:`mia_guard.audit.storage`), replacing
+        what was there. A training run appends to its store audit by audit instead."""
+        from .storage import HistoryWriter
+
+        history = self if include_stats else AuditHistory(
+            self.canary_hash, self.is_member, self.fprs, self.confidence,
+            [dataclasses.replace(r, stats=None) for r in self.results],
+        )
+        return HistoryWriter.create(path, history).path
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "history") -> "AuditHistory":
@@ -243,7 +279,12 @@ class AuditHistory:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "AuditHistory":
-        return cls.from_dict(read_json(path, "audit history"), source=str(path))
+        """Read a saved history (or an old single-file ``history.json``); every file is verified
+        against its checksum, token statistics when first used. See
+        :func:`mia_guard.audit.storage.load_history` for the errors."""
+        from .storage import load_history
+
+        return load_history(path)
 
 
 def check_step_order(steps: Sequence[int]) -> None:
