@@ -95,24 +95,21 @@ def test_retry_passes_other_errors_through_untouched():
 
 # ---------------------------------------------------------------------------- NaN statistics
 def nan_logits_for(model, sequences: list[list[int]]) -> None:
-    """Fault injection: in eval mode, the logits of any batch row holding one of
-    ``sequences`` (before right padding) become NaN. Training (train mode) is untouched."""
+    """Fault injection: in eval mode, the final hidden states (hence the logits) of any batch
+    row holding one of ``sequences`` (before right padding) become NaN. Training (train
+    mode) is untouched."""
     poisoned = {tuple(seq) for seq in sequences}
-    seen: dict[str, torch.Tensor] = {}
 
-    def remember_ids(module, args, kwargs):
-        seen["ids"] = kwargs["input_ids"] if kwargs.get("input_ids") is not None else args[0]
-
-    def corrupt(module, args, output):
+    def corrupt(module, args, kwargs, output):
         if module.training:
             return output
-        rows = [i for i, row in enumerate(seen["ids"].tolist()) if tuple(np.trim_zeros(row, "b")) in poisoned]
-        output = output.clone()
-        output[rows] = float("nan")
+        ids = kwargs["input_ids"] if kwargs.get("input_ids") is not None else args[0]
+        rows = [i for i, row in enumerate(ids.tolist()) if tuple(np.trim_zeros(row, "b")) in poisoned]
+        output.last_hidden_state = output.last_hidden_state.clone()
+        output.last_hidden_state[rows] = float("nan")
         return output
 
-    model.transformer.register_forward_pre_hook(remember_ids, with_kwargs=True)
-    model.lm_head.register_forward_hook(corrupt)
+    model.transformer.register_forward_hook(corrupt, with_kwargs=True)
 
 
 def test_nan_statistics_are_marked_and_reported_through_the_callback(tmp_path):
