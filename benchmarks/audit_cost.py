@@ -10,7 +10,7 @@ scoring ≈ (input tokens of the canaries) / (3 × tokens per training step) tra
 
     python benchmarks/audit_cost.py                         # the grid of docs/cost_model.md
     python benchmarks/audit_cost.py --models 2x64 4x256 --counts 128 512 --lengths
-    python benchmarks/audit_cost.py --models --counts 512 2048 --history    # history.json rewrite only
+    python benchmarks/audit_cost.py --models --counts 2048 --history --audits 100   # history writes only
 """
 
 from __future__ import annotations
@@ -76,21 +76,72 @@ def print_row(label: str, params: float, r: dict) -> None:
     )
 
 
-def history_rewrite_seconds(
-    canaries: CanarySet, tokenizer, model, audits: int, directory: str
-) -> tuple[float, float, int]:
-    """CPU seconds, wall seconds and bytes of one ``history.json`` save holding ``audits``
-    audits of ``canaries`` (the session rewrites the whole file after every audit)."""
+def history_write_costs(canaries: CanarySet, tokenizer, model, audits: int, directory: str) -> list[dict]:
+    """Append ``audits`` audits of ``canaries`` (full token statistics) to a history store, as
+    a training run does; per audit: bytes written, CPU and wall seconds, and the store's total bytes."""
     import dataclasses
     from pathlib import Path
+
+    from mia_guard import AuditHistory
+    from mia_guard.audit.storage import HistoryWriter
+
+    auditor = Auditor(canaries, tokenizer, attacks=["loss"])
+    result = auditor.audit(model, 0)
+    path = Path(directory) / "history.json"
+    history = auditor.history
+    writer = HistoryWriter.create(path, AuditHistory(history.canary_hash, history.is_member, history.fprs,
+                                                     history.confidence))
+    rows = []
+    for step in range(audits):
+        receipt, cpu, wall = timed(lambda: writer.append(dataclasses.replace(result, step=step)))
+        total = sum(f.stat().st_size for f in Path(directory).rglob("*") if f.is_file())
+        rows.append({"bytes": receipt.bytes, "cpu": cpu, "wall": wall, "total": total})
+    return rows
+
+
+def legacy_rewrite_seconds(canaries: CanarySet, tokenizer, model, audits: int, directory: str) -> tuple[float, int]:
+    """CPU seconds and bytes of rewriting one single-file ``history.json`` (mia_guard 0.2's way,
+    after every audit) holding ``audits`` audits."""
+    import dataclasses
+    from pathlib import Path
+
+    from mia_guard._io import atomic_write_json
 
     auditor = Auditor(canaries, tokenizer, attacks=["loss"])
     result = auditor.audit(model, 0)
     for step in range(1, audits):
         auditor.history.append(dataclasses.replace(result, step=step))
     path = Path(directory) / "history.json"
-    _, cpu, wall = timed(lambda: auditor.history.save(path))
-    return cpu, wall, path.stat().st_size
+    _, cpu, _ = timed(lambda: atomic_write_json(path, auditor.history.to_dict()))
+    return cpu, path.stat().st_size
+
+
+def print_history_costs(canaries: CanarySet, tokenizer, model, audits: int) -> None:
+    import tempfile
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = history_write_costs(canaries, tokenizer, model, audits, tmp)
+    first, last = rows[0], rows[-1]
+    early = np.median([r["cpu"] for r in rows[:5]])
+    late = np.median([r["cpu"] for r in rows[-5:]])
+    totals = np.array([r["total"] for r in rows], dtype=float)
+    k = np.arange(1, audits + 1)
+    slope, intercept = np.polyfit(k, totals, 1)
+    worst = np.max(np.abs(totals - (slope * k + intercept))) / totals[-1]
+    print(f"append-only history, {audits} audits of {len(canaries)} canaries (token statistics kept):")
+    print(f"  bytes written: first audit {first['bytes']:,}, last {last['bytes']:,} (ratio {last['bytes'] / first['bytes']:.3f})")
+    print(f"  write time: first {first['cpu'] * 1e3:.1f} ms CPU ({first['wall'] * 1e3:.1f} ms wall), "
+          f"last {last['cpu'] * 1e3:.1f} ms CPU ({last['wall'] * 1e3:.1f} ms wall); medians of the first and last "
+          f"five: {early * 1e3:.1f} and {late * 1e3:.1f} ms CPU (ratio {late / early:.2f})")
+    print(f"  total on disk after {audits} audits: {totals[-1] / 2**20:.1f} MiB; linear in the audit count "
+          f"({slope / 1024:.1f} KiB per audit, largest deviation from the line {worst:.2%} of the total)")
+    for n in (1, audits):
+        with tempfile.TemporaryDirectory() as tmp:
+            cpu, size = legacy_rewrite_seconds(canaries, tokenizer, model, n, tmp)
+        print(f"  for comparison, the single-file history.json rewritten after audit {n:3d}: {size / 2**20:6.1f} MiB, "
+              f"{cpu * 1e3:.0f} ms CPU")
 
 
 def main() -> None:
@@ -103,7 +154,8 @@ def main() -> None:
                         help="also: 512 text canaries of 32, 96 and 224 bytes on the second model "
                         "(the longest also at batch size 8)")
     parser.add_argument("--history", action="store_true",
-                        help="also: time of one history.json rewrite after 10 and 100 audits")
+                        help="also: bytes and time of each audit's history write over --audits audits")
+    parser.add_argument("--audits", type=int, default=100, help="audits for --history")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
@@ -137,16 +189,9 @@ def main() -> None:
                     row = audit_row(model, canaries, tokenizer, step_s, tokens_per_step, batch_size=8)
                     print_row("  bs=8", params, row)
     if args.history:
-        import tempfile
-
         model = tiny_gpt2(seed=0)
         for count in args.counts:
-            canaries = CanarySet.generate(count, "code_credential", seed=0)
-            for audits in (10, 100):
-                with tempfile.TemporaryDirectory() as tmp:
-                    cpu, wall, size = history_rewrite_seconds(canaries, tokenizer, model, audits, tmp)
-                print(f"history.json with {audits:3d} audits of {count:5d} canaries: {size / 2**20:7.1f} MiB, "
-                      f"rewrite {cpu:.2f} s CPU ({wall:.2f} s wall)")
+            print_history_costs(CanarySet.generate(count, "code_credential", seed=0), tokenizer, model, args.audits)
 
 
 if __name__ == "__main__":
