@@ -117,3 +117,46 @@ def test_clear_errors(setup):
     tokens = CanarySet.from_token_ids([[3, 4, 5], [6, 7, 8]], seed=0)
     with pytest.raises(TypeError, match=r"logits of shape \[batch, tokens, vocab\]"):
         score_tokens(lambda ids, mask: ids.float(), tokens)
+
+
+def test_statistics_at_a_real_vocabulary_equal_float64_through_the_head_shortcut():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mia_guard.scoring.forward import _verified_head
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(40.0)  # a spread of logits like a trained model's, not a flat one
+    sequences = [[int(t) for t in torch.randint(0, 49152, (n,))] for n in (9, 17, 12)]
+    canaries = CanarySet.from_token_ids(sequences, seed=0)
+    assert _verified_head(model, encode_canaries(canaries), torch.device("cpu")) is not None
+    stats = score_tokens(model, canaries, batch_size=2, chunk_size=5)
+    for i, ids in enumerate(sequences):
+        expected = _direct_stats(model, ids, 1, len(ids))
+        for name, value in expected.items():
+            error = (stats.field(name)[i, : len(ids) - 1].double() - value).abs().max().item()
+            assert error < 2e-5, (name, error)
+
+
+def test_progress_moves_with_every_chunk_inside_one_batch(setup):
+    from mia_guard.scoring.forward import _audit_mode, _pad, _Scorer, _ScoredPositions
+
+    model, tok, canaries = setup
+    encoded = encode_canaries(canaries, tok)
+    updates = []
+
+    class Recorder:
+        def update(self, n):
+            updates.append(n)
+
+    rows = torch.arange(len(encoded)).numpy()
+    with _audit_mode(model, torch.device("cpu")):
+        scorer = _Scorer(model, encoded, torch.device("cpu"), 16, Recorder())
+        ids, attention = _pad(encoded, rows, torch.device("cpu"))
+        scorer.add_batch(ids, attention, _ScoredPositions.of_batch(encoded, rows, ids))  # one batch of 13
+        scorer.flush()
+    total = int(encoded.num_scored.sum())
+    assert len(updates) == -(-total // 16) > 10 and sum(updates) == total

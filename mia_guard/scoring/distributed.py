@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from ..canaries.encoding import EncodedCanaries
-from .forward import BATCH_TOKENS, MAX_BATCH_SIZE, score_tokens
+from . import forward
+from .forward import score_tokens
 from .token_stats import STAT_FIELDS, TokenStats
 
 
@@ -129,13 +130,14 @@ def shard_rows(lengths: np.ndarray, world_size: int) -> list[np.ndarray]:
     return [np.sort(order[r::world_size]) for r in range(world_size)]
 
 
-def default_batch_size(encoded: EncodedCanaries) -> int:
-    """The batch size :func:`~mia_guard.scoring.forward.score_tokens` picks for the whole canary set.
+def default_batch_size(encoded: EncodedCanaries, device: torch.device | None = None) -> int:
+    """The batch size :func:`~mia_guard.scoring.forward.score_tokens` picks for the whole canary set
+    on ``device`` (see :func:`~mia_guard.scoring.forward.default_batch_size`).
 
     A distributed audit passes it explicitly, so processes whose shards have different
     longest canaries still run the same number of batches.
     """
-    return max(1, min(MAX_BATCH_SIZE, BATCH_TOKENS // int(encoded.lengths.max())))
+    return forward.default_batch_size(encoded, device)
 
 
 def subset_encoded(encoded: EncodedCanaries, rows: np.ndarray) -> EncodedCanaries:
