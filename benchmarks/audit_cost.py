@@ -22,7 +22,12 @@ import time
 import torch
 
 from mia_guard import Auditor, CanarySet
-from mia_guard.experiments.demo_assets import CausalLMCollator, byte_tokenizer, stdlib_corpus, tiny_gpt2
+from mia_guard.experiments.demo_assets import (
+    CausalLMCollator,
+    byte_tokenizer,
+    stdlib_corpus,
+    tiny_gpt2,
+)
 
 
 def timed(fn):
@@ -83,14 +88,12 @@ def history_write_costs(canaries: CanarySet, tokenizer, model, audits: int, dire
     from pathlib import Path
 
     from mia_guard import AuditHistory
-    from mia_guard.audit.storage import HistoryWriter
 
     auditor = Auditor(canaries, tokenizer, attacks=["loss"])
     result = auditor.audit(model, 0)
     path = Path(directory) / "history.json"
     history = auditor.history
-    writer = HistoryWriter.create(path, AuditHistory(history.canary_hash, history.is_member, history.fprs,
-                                                     history.confidence))
+    writer = AuditHistory(history.canary_hash, history.is_member, history.fprs, history.confidence).store(path)
     rows = []
     for step in range(audits):
         receipt, cpu, wall = timed(lambda: writer.append(dataclasses.replace(result, step=step)))

@@ -76,7 +76,12 @@ def _workload(args: argparse.Namespace) -> dict:
 
     from mia_guard import score_tokens
     from mia_guard.canaries.encoding import encode_canaries
-    from mia_guard.scoring.forward import BATCH_TOKENS, MAX_BATCH_SIZE, _length_sorted_batches, _pad
+    from mia_guard.scoring.forward import (
+        BATCH_TOKENS,
+        MAX_BATCH_SIZE,
+        _length_sorted_batches,
+        _pad,
+    )
 
     device = torch.device(args.device)
     model, tokenizer = _model_and_tokenizer(args.model, args.vocab, args.layers)
@@ -104,7 +109,7 @@ def _workload(args: argparse.Namespace) -> dict:
                 run()
                 times[mode] = (time.process_time() - cpu, time.perf_counter() - wall)
             rounds.append(times)
-        median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
+        median = lambda values: sorted(values)[len(values) // 2]
         return {
             "batch": batch,
             "tokens": tokens,

@@ -11,8 +11,8 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-
 from audit_histories import audited
+
 from mia_guard import AuditHistory
 from mia_guard._io import CorruptFileError, atomic_write_json
 from mia_guard.audit.storage import INDEX_FILE, HistoryCorruptError, HistoryWriter
@@ -21,6 +21,11 @@ from mia_guard.audit.storage import INDEX_FILE, HistoryCorruptError, HistoryWrit
 @pytest.fixture(scope="module")
 def auditor():
     return audited({0: 0.0, 10: 0.5, 20: 1.0}, n=120)
+
+
+def empty_store(auditor, tmp_path):
+    h = auditor.history
+    return AuditHistory(h.canary_hash, h.is_member, h.fprs, h.confidence).store(tmp_path / "history.json")
 
 
 def saved(auditor, tmp_path):
@@ -51,8 +56,7 @@ def test_round_trip_keeps_figures_and_loads_statistics_on_first_use(auditor, tmp
 
 
 def test_what_an_audit_writes_does_not_grow_with_the_history(auditor, tmp_path):
-    writer = HistoryWriter.create(tmp_path / "history.json", AuditHistory(
-        auditor.history.canary_hash, auditor.history.is_member, auditor.history.fprs, auditor.history.confidence))
+    writer = empty_store(auditor, tmp_path)
     result = auditor.history.last
     receipts = [writer.append(_at_step(result, step)) for step in range(40)]
     sizes = [r.bytes for r in receipts]
@@ -136,7 +140,7 @@ def test_single_file_histories_of_earlier_versions_still_load_and_migrate(audito
     assert torch.equal(loaded.last.stats.nll, auditor.history.last.stats.nll)
     with pytest.raises(ValueError, match="single-file history"):
         HistoryWriter.open(old)
-    HistoryWriter.create(old, loaded)
+    loaded.store(old)
     assert json.loads(old.read_text())["schema_version"] == 2
     assert AuditHistory.load(old).steps == [0, 10, 20]
 
@@ -156,8 +160,7 @@ def test_a_failed_append_loses_nothing_written_before(auditor, tmp_path, refused
     still loads."""
     small = _at_step(auditor.history.last, 0)
     small.stats = None  # figures only: the index outgrows an audit file after a few dozen audits
-    writer = HistoryWriter.create(tmp_path / "history.json", AuditHistory(
-        auditor.history.canary_hash, auditor.history.is_member, auditor.history.fprs, auditor.history.confidence))
+    writer = empty_store(auditor, tmp_path)
     for step in range(40):
         writer.append(_at_step(small, step))
     index = writer.folder / INDEX_FILE

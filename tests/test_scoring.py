@@ -142,7 +142,7 @@ def test_statistics_at_a_real_vocabulary_equal_float64_through_the_head_shortcut
 
 
 def test_progress_moves_with_every_chunk_inside_one_batch(setup):
-    from mia_guard.scoring.forward import _audit_mode, _pad, _Scorer, _ScoredPositions
+    from mia_guard.scoring.forward import _audit_mode, _pad, _ScoredPositions, _Scorer
 
     model, tok, canaries = setup
     encoded = encode_canaries(canaries, tok)

@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from .._io import check_format, decode_array, encode_array
 from ..scoring.token_stats import TokenStats
 from ..stats.estimate import Estimate
 from ..stats.metrics import AttackMetrics
+
+if TYPE_CHECKING:
+    from .storage import HistoryWriter
 
 HISTORY_FORMAT = "mia_guard.history"
 #: version of the single-document form (``AuditHistory.to_dict``); saved histories are version 2
@@ -251,14 +254,20 @@ class AuditHistory:
     def save(self, path: str | os.PathLike, include_stats: bool = True) -> Path:
         """Write the history to ``path`` as a new append-only store (manifest at ``path``, one
         checksummed file per audit beside it; see :mod:`mia_guard.audit.storage`), replacing
-        what was there. A training run appends to its store audit by audit instead."""
+        what was there. A training run appends to its store audit by audit instead
+        (:meth:`store`)."""
+        results = self.results if include_stats else [dataclasses.replace(r, stats=None) for r in self.results]
+        return self._create_store(path, results).path
+
+    def store(self, path: str | os.PathLike) -> "HistoryWriter":
+        """A new store at ``path`` holding this history; append later audits with the returned
+        :class:`~mia_guard.audit.storage.HistoryWriter`."""
+        return self._create_store(path, self.results)
+
+    def _create_store(self, path: str | os.PathLike, results: Sequence[AuditResult]) -> "HistoryWriter":
         from .storage import HistoryWriter
 
-        history = self if include_stats else AuditHistory(
-            self.canary_hash, self.is_member, self.fprs, self.confidence,
-            [dataclasses.replace(r, stats=None) for r in self.results],
-        )
-        return HistoryWriter.create(path, history).path
+        return HistoryWriter.create(path, self.canary_hash, self.is_member, self.fprs, self.confidence, results)
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "history") -> "AuditHistory":
@@ -281,10 +290,19 @@ class AuditHistory:
     def load(cls, path: str | os.PathLike) -> "AuditHistory":
         """Read a saved history (or an old single-file ``history.json``); every file is verified
         against its checksum, token statistics when first used. See
-        :func:`mia_guard.audit.storage.load_history` for the errors."""
-        from .storage import load_history
+        :func:`mia_guard.audit.storage.read_history` for the errors."""
+        from .storage import read_history
 
-        return load_history(path)
+        stored = read_history(path)
+        if stored.legacy is not None:
+            return cls.from_dict(stored.legacy, source=str(path))
+        history = cls(stored.canary_hash, stored.is_member, stored.fprs, stored.confidence)
+        for figures, read_stats in stored.audits:
+            result = AuditResult.from_dict({**figures, "stats": None})
+            if read_stats is not None:
+                result.defer_stats(lambda read=read_stats: TokenStats.from_dict(read()))
+            history.results.append(result)
+        return history
 
 
 def check_step_order(steps: Sequence[int]) -> None:

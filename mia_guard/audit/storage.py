@@ -35,15 +35,22 @@ import os
 import secrets
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Callable, Protocol, Sequence
 
-from .._io import CorruptFileError, atomic_write_bytes, encode_array, read_json, seal_json, unseal_json
-from ..scoring.token_stats import TokenStats
+import numpy as np
 
-if TYPE_CHECKING:
-    from .result import AuditHistory, AuditResult
+from .._io import (
+    CorruptFileError,
+    atomic_write_bytes,
+    check_format,
+    decode_array,
+    encode_array,
+    read_json,
+    seal_json,
+    unseal_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +75,31 @@ class WriteReceipt:
 
 
 # ---------------------------------------------------------------------------- reading
-def load_history(path: str | os.PathLike) -> "AuditHistory":
+@dataclass
+class StoredHistory:
+    """A saved history as plain data (``AuditHistory.load`` builds the objects from it).
+
+    Attributes:
+        canary_hash, is_member, fprs, confidence: the run's constants.
+        audits: per audit, its figures (``AuditResult.to_dict`` without statistics) and a
+            function reading its token statistics (``TokenStats.to_dict`` form), or ``None``
+            when the audit kept none.
+        legacy: for an old single-file history, its whole document (then the rest is empty).
+    """
+
+    canary_hash: str = ""
+    is_member: np.ndarray | None = None
+    fprs: tuple[float, ...] = ()
+    confidence: float = 0.0
+    audits: list[tuple[dict, Callable[[], dict] | None]] = field(default_factory=list)
+    legacy: dict | None = None
+
+
+def read_history(path: str | os.PathLike) -> StoredHistory:
     """The history saved at ``path`` (a manifest, or an old single-file history).
 
-    Figures of every audit are read and verified now; token statistics when first used
-    (``AuditResult.stats``), verified then.
+    Figures of every audit are read and verified now; token statistics only when their
+    reader is called (``AuditResult.stats`` does on first use), verified then.
 
     Raises:
         FileNotFoundError: no history at ``path``.
@@ -80,20 +107,28 @@ def load_history(path: str | os.PathLike) -> "AuditHistory":
             missing (the message names the file and the audit step).
         ValueError: not a mia_guard history, or another schema version.
     """
-    from .result import AuditHistory
-
     path = Path(path)
     manifest = read_json(path, "audit history")
     version = manifest.get("schema_version") if isinstance(manifest, dict) else None
     if isinstance(manifest, dict) and manifest.get("format") == HISTORY_FORMAT and version == LEGACY_SCHEMA_VERSION:
-        return AuditHistory.from_dict(manifest, source=str(path))
+        return StoredHistory(legacy=manifest)
     _check_manifest(manifest, path)
-    history = AuditHistory(manifest["canary_hash"], _decode(manifest["is_member"], path), manifest["fprs"],
-                           manifest["confidence"])
+    try:
+        is_member = decode_array(manifest["is_member"])
+    except ValueError as err:
+        raise HistoryCorruptError(f"the audit history {path}: {err}") from err
     folder = path.parent / manifest["records"]
+    audits = []
     for entry in read_index(folder, path)[0]:
-        history.results.append(_read_result(folder, entry))
-    return history
+        figures = _read_record(folder, entry["record"], entry["step"], "figures")
+        stats = entry.get("stats")
+        reader = None if stats is None else _stats_reader(folder, stats, entry["step"])
+        audits.append((figures, reader))
+    return StoredHistory(manifest["canary_hash"], is_member, tuple(manifest["fprs"]), manifest["confidence"], audits)
+
+
+def _stats_reader(folder: Path, listed: dict, step: int) -> Callable[[], dict]:
+    return lambda: _read_record(folder, listed, step, "token statistics")
 
 
 def read_index(folder: Path, manifest: Path) -> tuple[list[dict], int]:
@@ -130,17 +165,6 @@ def read_index(folder: Path, manifest: Path) -> tuple[list[dict], int]:
     return entries, good
 
 
-def _read_result(folder: Path, entry: dict) -> "AuditResult":
-    from .result import AuditResult
-
-    step = entry["step"]
-    record = _read_record(folder, entry["record"], step, "figures")
-    result = AuditResult.from_dict({**record, "stats": None})
-    if entry.get("stats") is not None:
-        result.defer_stats(lambda: TokenStats.from_dict(_read_record(folder, entry["stats"], step, "token statistics")))
-    return result
-
-
 def _read_record(folder: Path, listed: dict, step: int, what: str) -> dict:
     """One audit file, checked against the digest the index lists for it and its own seal."""
     path = folder / listed["file"]
@@ -162,8 +186,6 @@ def _read_record(folder: Path, listed: dict, step: int, what: str) -> dict:
 
 
 def _check_manifest(manifest: object, path: Path) -> None:
-    from .._io import check_format
-
     check_format(manifest, fmt=HISTORY_FORMAT, version=STORE_SCHEMA_VERSION, what="audit history", source=path,
                  fix="this mia_guard reads versions 1 and 2")
     missing = [k for k in ("canary_hash", "is_member", "fprs", "confidence", "records") if k not in manifest]
@@ -174,16 +196,17 @@ def _check_manifest(manifest: object, path: Path) -> None:
         raise HistoryCorruptError(f"the audit history {path} names an invalid record folder {records!r}")
 
 
-def _decode(blob: dict, path: Path):
-    from .._io import decode_array
-
-    try:
-        return decode_array(blob)
-    except ValueError as err:
-        raise HistoryCorruptError(f"the audit history {path}: {err}") from err
-
-
 # ---------------------------------------------------------------------------- writing
+class AuditRecord(Protocol):
+    """What :meth:`HistoryWriter.append` needs of an audit (an ``AuditResult``)."""
+
+    step: int
+    timestamp: float
+    stats: Any
+
+    def to_dict(self, include_stats: bool = True) -> dict: ...
+
+
 class HistoryWriter:
     """Appends audits to the history saved at ``path`` (one writer per output directory).
 
@@ -201,8 +224,10 @@ class HistoryWriter:
         return [e["step"] for e in self.entries]
 
     @classmethod
-    def create(cls, path: str | os.PathLike, history: "AuditHistory") -> "HistoryWriter":
-        """A new store at ``path`` holding ``history``'s audits; replaces what ``path`` held.
+    def create(cls, path: str | os.PathLike, canary_hash: str, is_member: np.ndarray, fprs: Sequence[float],
+               confidence: float, results: Sequence[AuditRecord] = ()) -> "HistoryWriter":
+        """A new store at ``path`` for a run with these constants, holding ``results`` (audits
+        already made); replaces what ``path`` held.
 
         The new record folder is complete before the manifest switches to it (atomically),
         and only then is the previous folder removed, so ``path`` is readable throughout.
@@ -213,15 +238,15 @@ class HistoryWriter:
         folder.mkdir(parents=True)
         (folder / INDEX_FILE).touch()
         writer = cls(path, folder, [])
-        for result in history.results:
+        for result in results:
             writer.append(result)
         manifest = {
             "format": HISTORY_FORMAT,
             "schema_version": STORE_SCHEMA_VERSION,
-            "canary_hash": history.canary_hash,
-            "is_member": encode_array(history.is_member),
-            "fprs": list(history.fprs),
-            "confidence": history.confidence,
+            "canary_hash": canary_hash,
+            "is_member": encode_array(np.asarray(is_member, dtype=bool)),
+            "fprs": [float(f) for f in fprs],
+            "confidence": float(confidence),
             "records": folder.name,
         }
         atomic_write_bytes(path, seal_json(manifest, indent=2))
@@ -235,7 +260,7 @@ class HistoryWriter:
 
         Raises:
             ValueError: ``path`` is an old single-file history (use :meth:`create` to rewrite it).
-            HistoryCorruptError: see :func:`load_history`.
+            HistoryCorruptError: see :func:`read_history`.
         """
         path = Path(path)
         manifest = read_json(path, "audit history")
@@ -247,7 +272,7 @@ class HistoryWriter:
         _cut_index(folder / INDEX_FILE, good)
         return cls(path, folder, entries)
 
-    def append(self, result: "AuditResult") -> WriteReceipt:
+    def append(self, result: AuditRecord) -> WriteReceipt:
         """Write one audit: its statistics and figures files, then its index line.
 
         Raises:
