@@ -134,9 +134,10 @@ def test_nan_statistics_are_marked_and_reported_through_the_callback(tmp_path):
 # ---------------------------------------------------------------------------- crash mid-write
 @pytest.fixture
 def crash_writing(monkeypatch):
-    """Fault injection: the atomic write of a file named ``name`` dies halfway through its data."""
+    """Fault injection: the atomic write of a file whose name starts with ``name`` dies halfway
+    through its data with OSError ``error`` (default EIO; ENOSPC is a full disk)."""
 
-    def arm(name: str) -> None:
+    def arm(name: str, error: int = errno.EIO) -> None:
         real_fdopen = os.fdopen
 
         class HalfWrite:
@@ -152,7 +153,7 @@ def crash_writing(monkeypatch):
             def write(self, data):
                 self.handle.write(data[: len(data) // 2])
                 self.handle.flush()
-                raise OSError(errno.EIO, "injected crash mid-write")
+                raise OSError(error, os.strerror(error))
 
         def fdopen(fd, *args, **kwargs):
             handle = real_fdopen(fd, *args, **kwargs)
@@ -166,17 +167,26 @@ def crash_writing(monkeypatch):
     return arm
 
 
-def test_crash_while_writing_the_history_leaves_the_previous_one_intact(tmp_path, crash_writing):
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO], ids=["disk full", "I/O error"])
+def test_an_audit_that_cannot_be_written_waits_and_training_goes_on(tmp_path, crash_writing, caplog, monkeypatch,
+                                                                      error):
     loop = _loop(tmp_path)
     model = tiny_gpt2(n_layer=1, n_embd=32)
-    train(model, loop.auditor.canaries, 1, loop)  # history.json with the step-0 audit
-    before = (tmp_path / "mia" / "history.json").read_bytes()
-    crash_writing("history.json")
-    assert loop.step(model, 2) is False  # the audit ran, its file write died: training goes on
-    assert any("could not be written" in note and "injected crash" in note for note in loop.history.last.notes)
-    assert (tmp_path / "mia" / "history.json").read_bytes() == before
+    train(model, loop.auditor.canaries, 1, loop)  # the step-0 audit is on disk
+    store = next((tmp_path / "mia").glob("history-*"))
+    before = sorted((p.name, p.read_bytes()) for p in store.iterdir())
+    crash_writing("000001-step2", error)
+    with caplog.at_level(logging.ERROR, logger="mia_guard"):
+        assert loop.step(model, 2) is False  # the audit ran, its file write died: training goes on
+    assert sorted((p.name, p.read_bytes()) for p in store.iterdir()) == before  # nothing written is lost
+    assert "saving history.json failed" in caplog.text
+    assert any("could not be written" in note and os.strerror(error) in note for note in loop.history.last.notes)
     assert AuditHistory.load(tmp_path / "mia" / "history.json").steps == [0]
-    assert not list((tmp_path / "mia").glob(".history.json.*"))  # the half-written temp file is gone
+    monkeypatch.undo()  # the disk has room again: the next audit writes the one that waited, then itself
+    loop.finish(model, 3)
+    saved = AuditHistory.load(tmp_path / "mia" / "history.json")
+    assert saved.steps == [0, 2, 3]
+    assert any("could not be written" in note for note in saved.results[1].notes)
 
 
 def test_crash_while_writing_the_report_leaves_the_previous_one_intact(tmp_path, crash_writing):

@@ -82,3 +82,24 @@ def test_without_file_locks_the_run_goes_on_with_a_warning(tmp_path, monkeypatch
     with caplog.at_level(logging.WARNING, logger="mia_guard.audit.lock"):
         OutputDirectoryLock(tmp_path).acquire()
     assert "no file locks on this platform" in caplog.text
+
+
+def test_a_second_training_run_on_a_locked_directory_fails_before_writing(tmp_path):
+    from trainer_runs import canaries
+
+    from mia_guard.callbacks import AuditLoop
+    from mia_guard.experiments.demo_assets import byte_tokenizer
+
+    output = tmp_path / "mia"
+    child = hold_in_another_process(output)
+    try:
+        with pytest.raises(OutputDirectoryLocked, match=f"process {child.pid} on host"):
+            AuditLoop(canaries(), byte_tokenizer(), output_dir=output)
+        assert sorted(p.name for p in output.iterdir()) == [LOCK_FILE]  # no canary file, no history
+    finally:
+        child.stdin.close()
+        child.wait()
+    loop = AuditLoop(canaries(), byte_tokenizer(), output_dir=output)  # the first run ended: free
+    assert loop.session.lock.held
+    loop.session.close()
+    assert not loop.session.lock.held

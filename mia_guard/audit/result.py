@@ -267,7 +267,8 @@ class AuditHistory:
     def _create_store(self, path: str | os.PathLike, results: Sequence[AuditResult]) -> "HistoryWriter":
         from .storage import HistoryWriter
 
-        return HistoryWriter.create(path, self.canary_hash, self.is_member, self.fprs, self.confidence, results)
+        return HistoryWriter.create(path, self.canary_hash, self.is_member, self.fprs, self.confidence, results,
+                                    self.failures)
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "history") -> "AuditHistory":
@@ -296,13 +297,16 @@ class AuditHistory:
         stored = read_history(path)
         if stored.legacy is not None:
             return cls.from_dict(stored.legacy, source=str(path))
-        history = cls(stored.canary_hash, stored.is_member, stored.fprs, stored.confidence)
+        results = []
         for figures, read_stats in stored.audits:
             result = AuditResult.from_dict({**figures, "stats": None})
             if read_stats is not None:
                 result.defer_stats(lambda read=read_stats: TokenStats.from_dict(read()))
-            history.results.append(result)
-        return history
+            results.append(result)
+        try:
+            return cls(stored.canary_hash, stored.is_member, stored.fprs, stored.confidence, results, stored.failures)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
 
 
 def check_step_order(steps: Sequence[int]) -> None:

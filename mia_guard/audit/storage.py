@@ -6,7 +6,8 @@ A history saved at ``PATH`` (a run's ``<output_dir>/history.json``) is::
                                      FPR levels, confidence) and the name of its record folder;
                                      written once per store
     <stem>-<token>/index.jsonl       one line per audit, only ever appended: step, time, and the
-                                     name, size and SHA-256 of each of the audit's files
+                                     name, size and SHA-256 of each of the audit's files (or, for
+                                     an audit that failed, why)
     <stem>-<token>/<seq>-step<step>.json        the audit's figures (metrics, scores, notes, ...)
     <stem>-<token>/<seq>-step<step>.stats.json  its token statistics, read only when used
 
@@ -21,10 +22,11 @@ Crash safety: an audit's files are written atomically before its index line is a
 next append of that audit number replaces; a crash during it leaves a torn last line,
 which readers skip with a warning (that audit was never recorded) and a writer cuts off.
 A failed append (a full disk) cuts the index back to its last complete line, so nothing
-written before is lost and the next audit can still be recorded.
+written before is lost; the writer keeps the audit and writes it, in order, before the
+next one it is given.
 
 Old single-file histories (schema version 1, everything in ``history.json``) still load;
-:meth:`HistoryWriter.create` rewrites one in this layout.
+``AuditHistory.load(path).store(path)`` rewrites one in this layout (a resumed run does so).
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ class HistoryCorruptError(CorruptFileError):
     """A file of a saved history is missing, damaged or does not belong to it."""
 
 
+class LegacyHistoryError(ValueError):
+    """The history is an old single-file one: it can be read, not appended to."""
+
+
 @dataclass(frozen=True)
 class WriteReceipt:
     """What one :meth:`HistoryWriter.append` wrote: ``bytes`` on disk and wall ``seconds``."""
@@ -84,6 +90,7 @@ class StoredHistory:
         audits: per audit, its figures (``AuditResult.to_dict`` without statistics) and a
             function reading its token statistics (``TokenStats.to_dict`` form), or ``None``
             when the audit kept none.
+        failures: audits that could not run, ``{"step", "reason"}`` in order.
         legacy: for an old single-file history, its whole document (then the rest is empty).
     """
 
@@ -92,6 +99,7 @@ class StoredHistory:
     fprs: tuple[float, ...] = ()
     confidence: float = 0.0
     audits: list[tuple[dict, Callable[[], dict] | None]] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
     legacy: dict | None = None
 
 
@@ -118,13 +126,17 @@ def read_history(path: str | os.PathLike) -> StoredHistory:
     except ValueError as err:
         raise HistoryCorruptError(f"the audit history {path}: {err}") from err
     folder = path.parent / manifest["records"]
-    audits = []
+    audits, failures = [], []
     for entry in read_index(folder, path)[0]:
+        if "failure" in entry:
+            failures.append({"step": entry["step"], "reason": entry["failure"]})
+            continue
         figures = _read_record(folder, entry["record"], entry["step"], "figures")
         stats = entry.get("stats")
         reader = None if stats is None else _stats_reader(folder, stats, entry["step"])
         audits.append((figures, reader))
-    return StoredHistory(manifest["canary_hash"], is_member, tuple(manifest["fprs"]), manifest["confidence"], audits)
+    return StoredHistory(manifest["canary_hash"], is_member, tuple(manifest["fprs"]), manifest["confidence"], audits,
+                         failures)
 
 
 def _stats_reader(folder: Path, listed: dict, step: int) -> Callable[[], dict]:
@@ -218,6 +230,8 @@ class HistoryWriter:
         self.path = path
         self.folder = folder
         self.entries = entries
+        #: audits and failures not written yet (an append failed): written first by the next one
+        self.pending: list[AuditRecord | dict] = []
 
     @property
     def steps(self) -> list[int]:
@@ -225,9 +239,9 @@ class HistoryWriter:
 
     @classmethod
     def create(cls, path: str | os.PathLike, canary_hash: str, is_member: np.ndarray, fprs: Sequence[float],
-               confidence: float, results: Sequence[AuditRecord] = ()) -> "HistoryWriter":
+               confidence: float, results: Sequence[AuditRecord] = (), failures: Sequence[dict] = ()) -> "HistoryWriter":
         """A new store at ``path`` for a run with these constants, holding ``results`` (audits
-        already made); replaces what ``path`` held.
+        already made) and ``failures`` (``{"step", "reason"}``); replaces what ``path`` held.
 
         The new record folder is complete before the manifest switches to it (atomically),
         and only then is the previous folder removed, so ``path`` is readable throughout.
@@ -238,8 +252,8 @@ class HistoryWriter:
         folder.mkdir(parents=True)
         (folder / INDEX_FILE).touch()
         writer = cls(path, folder, [])
-        for result in results:
-            writer.append(result)
+        writer.pending = sorted([*results, *failures], key=_step_of)
+        writer._flush()
         manifest = {
             "format": HISTORY_FORMAT,
             "schema_version": STORE_SCHEMA_VERSION,
@@ -259,13 +273,15 @@ class HistoryWriter:
         """Continue the store at ``path``; a torn last index line is cut off.
 
         Raises:
-            ValueError: ``path`` is an old single-file history (use :meth:`create` to rewrite it).
+            LegacyHistoryError: ``path`` is an old single-file history (rewrite it with
+                ``AuditHistory.load(path).store(path)``).
             HistoryCorruptError: see :func:`read_history`.
         """
         path = Path(path)
         manifest = read_json(path, "audit history")
         if isinstance(manifest, dict) and manifest.get("schema_version") == LEGACY_SCHEMA_VERSION:
-            raise ValueError(f"{path} is a single-file history (schema 1); rewrite it with HistoryWriter.create")
+            raise LegacyHistoryError(f"{path} is a single-file history (schema 1); rewrite it with "
+                                     "AuditHistory.load(path).store(path)")
         _check_manifest(manifest, path)
         folder = path.parent / manifest["records"]
         entries, good = read_index(folder, path)
@@ -273,23 +289,51 @@ class HistoryWriter:
         return cls(path, folder, entries)
 
     def append(self, result: AuditRecord) -> WriteReceipt:
-        """Write one audit: its statistics and figures files, then its index line.
+        """Write one audit, after whatever earlier appends could not write: its statistics and
+        figures files, then its index line. Returns what the last write took.
 
         Raises:
             ValueError: ``result.step`` is before the last recorded audit's.
-            OSError: the disk is full or unwritable; the store is left as it was.
+            OSError: the disk is full or unwritable; the store is left as it was and the
+                audit is kept (:attr:`pending`) for the next append.
         """
-        if self.entries and result.step < self.entries[-1]["step"]:
-            raise ValueError(f"audit at step {result.step} is before the last recorded step {self.entries[-1]['step']}")
+        self._check_order(result.step)
+        self.pending.append(result)
+        return self._flush()
+
+    def record_failure(self, step: int, reason: str) -> WriteReceipt:
+        """Record an audit that could not run (an index line, no files); see :meth:`append`."""
+        self._check_order(step)
+        self.pending.append({"step": int(step), "reason": str(reason)})
+        return self._flush()
+
+    def _check_order(self, step: int) -> None:
+        last = _step_of(self.pending[-1]) if self.pending else (self.entries[-1]["step"] if self.entries else None)
+        if last is not None and step < last:
+            raise ValueError(f"audit at step {step} is before the last recorded step {last}")
+
+    def _flush(self) -> WriteReceipt:
+        receipt = WriteReceipt(-1, 0, 0.0)
+        while self.pending:
+            receipt = self._write_one(self.pending[0])
+            self.pending.pop(0)
+        return receipt
+
+    def _write_one(self, item: AuditRecord | dict) -> WriteReceipt:
         started = time.perf_counter()
-        stem = f"{len(self.entries):06d}-step{result.step}"
-        entry = {"seq": len(self.entries), "step": int(result.step), "timestamp": result.timestamp, "stats": None}
+        step = _step_of(item)
+        stem = f"{len(self.entries):06d}-step{step}"
+        entry: dict[str, Any] = {"seq": len(self.entries), "step": step}
         index = self.folder / INDEX_FILE
         before = index.stat().st_size
         try:
-            if result.stats is not None:
-                entry["stats"] = self._write(f"{stem}.stats.json", result.stats.to_dict())
-            entry["record"] = self._write(f"{stem}.json", result.to_dict(include_stats=False))
+            if isinstance(item, dict):
+                entry.update(timestamp=time.time(), failure=item["reason"])
+            else:
+                entry.update(timestamp=item.timestamp, stats=None)
+                if item.stats is not None:
+                    entry["stats"] = self._write(f"{stem}.stats.json", item.stats.to_dict())
+                entry["record"] = self._write(f"{stem}.json", item.to_dict(include_stats=False))
             line = seal_json(entry)
             with open(index, "ab") as handle:
                 handle.write(line)
@@ -301,8 +345,9 @@ class HistoryWriter:
                 (self.folder / name).unlink(missing_ok=True)
             raise
         self.entries.append(entry)
-        written = sum(e["bytes"] for e in (entry["record"], entry["stats"]) if e is not None) + len(line)
-        return WriteReceipt(int(result.step), written, time.perf_counter() - started)
+        files = [entry.get("record"), entry.get("stats")]
+        written = sum(f["bytes"] for f in files if f is not None) + len(line)
+        return WriteReceipt(step, written, time.perf_counter() - started)
 
     def truncate_after(self, step: int) -> None:
         """Forget the audits after ``step`` (resuming from a checkpoint at ``step``): the index is
@@ -313,8 +358,9 @@ class HistoryWriter:
         dropped = self.entries[len(keep):]
         atomic_write_bytes(self.folder / INDEX_FILE, b"".join(seal_json(e) for e in keep))
         self.entries = keep
+        self.pending = [item for item in self.pending if _step_of(item) <= step]
         for entry in dropped:
-            for listed in (entry["record"], entry["stats"]):
+            for listed in (entry.get("record"), entry.get("stats")):
                 if listed is not None:
                     (self.folder / listed["file"]).unlink(missing_ok=True)
 
@@ -323,6 +369,24 @@ class HistoryWriter:
         data = seal_json(document)
         atomic_write_bytes(self.folder / name, data)
         return {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def reopen_store(path: str | os.PathLike, history: Any, step: int) -> HistoryWriter:
+    """The writer of the store at ``path`` for a run resumed at ``step`` (later audits cut off).
+    An old single-file history is rewritten as a store holding ``history`` (an
+    ``AuditHistory``, already cut back to ``step``)."""
+    try:
+        writer = HistoryWriter.open(path)
+    except LegacyHistoryError:
+        logger.info("mia_guard: %s is a single-file history of an earlier version; rewriting it as an "
+                    "append-only store", path)
+        return history.store(path)
+    writer.truncate_after(step)
+    return writer
+
+
+def _step_of(item: AuditRecord | dict) -> int:
+    return int(item["step"] if isinstance(item, dict) else item.step)
 
 
 def _current_folder(path: Path) -> Path | None:

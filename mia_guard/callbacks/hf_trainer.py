@@ -17,7 +17,9 @@ Events (``global_step`` counts optimizer steps):
   ``lira_online_ref``, ...), so leave ``audit_on_train_begin`` on for them. A run resumed
   from a checkpoint keeps the curve it had (and its reference) and is not audited here,
   so its curve is the one an uninterrupted run would have drawn.
-* ``on_step_end``: audits when ``global_step % every_n_steps == 0``.
+* ``on_step_end``: audits when ``global_step % every_n_steps == 0``, or, with
+  ``overhead_budget``, whenever the audits so far fit in that fraction of the measured
+  training time (:mod:`mia_guard.callbacks.cadence`).
 * ``on_evaluate``: audits after each evaluation when ``audit_on_evaluate``.
 * ``on_train_end``: a last audit (unless that step was just audited), the ROC image,
   the report files (``report.json``, ``report.md``, ``leakage.png``, ``roc.png``) and
@@ -29,8 +31,9 @@ release policy and ``stop_on_blocked=True``, a ``blocked`` verdict sets
 every RNG exactly as they were, so a run with the callback ends with the same weights as
 one without. Only the world-rank-0 process writes files; every rank takes part in the audit.
 
-Files in ``output_dir`` (default ``<args.output_dir>/mia``): ``history.json`` (the
-leakage curve, rewritten atomically after every audit), ``canaries.json``,
+Files in ``output_dir`` (default ``<args.output_dir>/mia``, locked for this run):
+``history.json`` and its record folder (the leakage curve, one checksummed file per
+audit, appended after every audit; :mod:`mia_guard.audit.storage`), ``canaries.json``,
 ``audits.jsonl`` (one line of figures per audit) and the report files. TensorBoard
 figures (``mia/...`` tags, see ``docs/tensorboard.md``) go to the Trainer's TensorBoard
 directory: ``$TENSORBOARD_LOGGING_DIR`` when set (the Trainer's TensorBoard callback
@@ -65,7 +68,9 @@ from ..audit.auditor import Auditor
 from ..audit.config import AuditConfig, config_from_call
 from ..canaries.canary_set import CanarySet
 from ..canaries.encoding import EncodedCanaries
-from .session import AuditSession, load_policy, resolve_audit_inputs
+from .cadence import AuditCadence
+from .options import load_policy, resolve_audit_inputs
+from .session import AuditSession
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +89,11 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
         config: the audit's :class:`~mia_guard.audit.config.AuditConfig` (attacks, FPR
             levels, confidence, folds, seed, analyses, batch size...), or its dict.
         every_n_steps: audit when ``global_step`` is a multiple of this; ``None`` for no
-            periodic audits.
+            periodic audits. With ``overhead_budget``: the shortest spacing between audits
+            (``None`` lets the budget alone decide).
+        overhead_budget: audit as often as keeps audit time within this fraction of the
+            measured training time (e.g. ``0.03``), the first and final audits included
+            (:mod:`mia_guard.callbacks.cadence`); ``None`` for the fixed ``every_n_steps``.
         audit_on_train_begin: audit before the first update (the reference model).
         audit_on_evaluate: audit after every evaluation.
         audit_on_train_end: audit the final model.
@@ -114,6 +123,7 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
         *,
         config: AuditConfig | Mapping[str, Any] | None = None,
         every_n_steps: int | None = 200,
+        overhead_budget: float | None = None,
         audit_on_train_begin: bool = True,
         audit_on_evaluate: bool = False,
         audit_on_train_end: bool = True,
@@ -140,6 +150,7 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
         #: what identifies the audit's tokenizer (set when training begins, or restored from a checkpoint)
         self.tokenizer_identity: dict | None = None
         self.every_n_steps = every_n_steps
+        self.overhead_budget = AuditCadence(every_n_steps, overhead_budget).budget  # validated now
         self.audit_on_train_begin = audit_on_train_begin
         self.audit_on_evaluate = audit_on_evaluate
         self.audit_on_train_end = audit_on_train_end
@@ -185,6 +196,7 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
                 "canaries": str(canary_file) if canary_file is not None else None,
                 "config": self.config.to_dict(),
                 "every_n_steps": self.every_n_steps,
+                "overhead_budget": self.overhead_budget,
                 "audit_on_train_begin": self.audit_on_train_begin,
                 "audit_on_evaluate": self.audit_on_evaluate,
                 "audit_on_train_end": self.audit_on_train_end,
@@ -226,6 +238,7 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
             jsonl=self.jsonl,
             policy=self.policy,
             is_main=is_main,
+            cadence=AuditCadence(self.every_n_steps, self.overhead_budget),
         )
         if state.global_step > 0:
             self.session.resume(state.global_step)
@@ -233,11 +246,12 @@ class MIAAuditCallback(TrainerCallback, ExportableState):
             self.session.start_fresh()
         # a resumed run keeps its step-0 reference; it audits at the checkpoint only when no curve survived
         if self.audit_on_train_begin and (state.global_step == 0 or not len(self.session.history)):
-            return self._audit(state, control, model)
+            control = self._audit(state, control, model)
+        self.session.cadence.start_training(state.global_step)
         return control
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if self.every_n_steps is not None and state.global_step % self.every_n_steps == 0:
+        if self.session.cadence.due(state.global_step, self.session.group):
             return self._audit(state, control, model)
         return control
 

@@ -37,7 +37,9 @@ from ..audit.config import AuditConfig, config_from_call
 from ..audit.result import AuditHistory, AuditResult
 from ..canaries.canary_set import CanarySet
 from ..scoring import distributed
-from .session import AuditSession, load_policy, resolve_audit_inputs
+from .cadence import AuditCadence
+from .options import load_policy, resolve_audit_inputs
+from .session import AuditSession
 
 
 class AuditLoop:
@@ -50,7 +52,12 @@ class AuditLoop:
         config: the audit's :class:`~mia_guard.audit.config.AuditConfig` (attacks, FPR
             levels, confidence, folds, seed, analyses, batch size...), or its dict.
         every_n_steps: :meth:`step` audits when ``step`` is a multiple of this; ``None``
-            for no periodic audits.
+            for no periodic audits. With ``overhead_budget``: the shortest spacing between
+            audits (``None`` lets the budget alone decide).
+        overhead_budget: audit as often as keeps audit time within this fraction of the
+            measured training time (time between :meth:`step` calls, audits excluded), the
+            first and final audits included (:mod:`mia_guard.callbacks.cadence`); ``None``
+            for the fixed ``every_n_steps``.
         output_dir: directory for ``history.json``, ``canaries.json``, ``audits.jsonl``
             and the report files. Required.
         logging_dir: TensorBoard logging directory (``mia/...`` tags), or ``None`` for no
@@ -82,6 +89,7 @@ class AuditLoop:
         *,
         config: AuditConfig | Mapping[str, Any] | None = None,
         every_n_steps: int | None = 200,
+        overhead_budget: float | None = None,
         output_dir: str | os.PathLike,
         logging_dir: str | os.PathLike | None = None,
         audit_at_start: bool = True,
@@ -111,8 +119,10 @@ class AuditLoop:
         self.audit_at_start = audit_at_start
         self.audit_at_end = audit_at_end
         self.stop_on_blocked = stop_on_blocked
+        cadence = AuditCadence(every_n_steps, overhead_budget)
         self.session = AuditSession(
-            auditor, output_dir, tensorboard_dir=logging_dir, jsonl=jsonl, policy=self.policy, is_main=is_main
+            auditor, output_dir, tensorboard_dir=logging_dir, jsonl=jsonl, policy=self.policy, is_main=is_main,
+            cadence=cadence,
         )
         self.stopped_early = False
         self.started = False
@@ -151,18 +161,20 @@ class AuditLoop:
         # a resumed run keeps its reference; it audits here only when no curve survived
         if self.audit_at_start and (step == 0 or not len(self.history)):
             self.audit(model, step)
+        self.session.cadence.start_training(step)
         return self.stopped_early
 
     def step(self, model: Any, step: int) -> bool:
         """Call after each optimizer step with the number of steps done; audits when
-        ``step`` is a multiple of ``every_n_steps``. Returns whether training should stop
+        ``step`` is a multiple of ``every_n_steps`` (or when the overhead budget allows).
+        Returns whether training should stop
         (a ``blocked`` verdict with ``stop_on_blocked``; the same on every process)."""
         if not self.started:
             raise RuntimeError(
                 "call AuditLoop.start(model) before the first training step (it audits the untrained model as "
                 "the reference), or start(model, step=s) when resuming from a checkpoint at step s"
             )
-        if self.every_n_steps is not None and step % self.every_n_steps == 0:
+        if self.session.cadence.due(step, self.session.group):
             self.audit(model, step)
         return self.stopped_early
 

@@ -9,8 +9,9 @@ Accelerate loops only translate their events into :meth:`AuditSession.audit` and
 2. score the canaries and evaluate the attacks with every RNG (Python, NumPy, torch
    CPU and CUDA) saved and restored, so training continues exactly as without the audit
    (the scoring itself sets eval mode, disables gradients and restores module modes);
-3. run the release gate; on the writing process only: save ``history.json``
-   (atomically), then hand the result and the decision to every sink
+3. run the release gate; on the writing process only: append the audit to the history
+   store (``history.json`` and its record folder, :mod:`mia_guard.audit.storage`), then
+   hand the result and the decision to every sink
    (:class:`~mia_guard.callbacks.sinks.base.Sink`: TensorBoard, JSONL, trackers).
 
 In a distributed run (``torch.distributed`` initialized with more than one process
@@ -21,7 +22,12 @@ every process records the same figures and takes the same decision
 files. Faults: scoring that runs out of memory is retried at half the batch size
 (:mod:`mia_guard.scoring.faults`); any audit that still fails is skipped, logged and
 recorded, and training goes on (:mod:`mia_guard.callbacks.failures`); unwritable output
-directories are reported when the session is built.
+directories are reported when the session is built; an audit the store cannot take (a
+full disk) stays in the curve with a note and is written with the next audit that can be.
+
+One writer per output directory: the main process holds an
+:class:`~mia_guard.audit.lock.OutputDirectoryLock` from construction to :meth:`close`, so a
+second run pointed at the same directory fails at once, naming the first.
 """
 
 from __future__ import annotations
@@ -33,11 +39,14 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..audit.auditor import Auditor
+from ..audit.lock import OutputDirectoryLock, OutputDirectoryLocked
 from ..audit.result import AuditHistory, AuditResult
+from ..audit.storage import HistoryWriter, reopen_store
 from ..scoring import distributed
 from ..scoring.faults import OutputDirectoryError, check_writable, is_out_of_memory, retry_on_oom
 from ..scoring.guards import opacus_hooks_disabled, preserved_rng, unwrap_model
 from ..scoring.token_stats import TokenStats
+from .cadence import AuditCadence
 from .failures import ScoringFailed, failure_reason, guarded
 from .sinks.base import Sink
 from .sinks.jsonl import JsonlSink
@@ -48,57 +57,6 @@ logger = logging.getLogger(__name__)
 HISTORY_FILE = "history.json"
 CANARY_FILE = "canaries.json"
 JSONL_FILE = "audits.jsonl"
-
-
-def resolve_audit_inputs(
-    owner: str, canaries: Any, auditor: Any, every_n_steps: Any, stop_on_blocked: bool, policy: Any,
-    configured: bool = False,
-) -> Any:
-    """Validate the training-loop options of a callback or loop (the audit options are
-    :class:`~mia_guard.audit.config.AuditConfig`'s); returns the CanarySet (loaded if a
-    path), or ``None`` when an ``auditor`` is given instead. ``owner`` names the caller in
-    errors; ``configured`` says whether a config or audit options were passed too."""
-    from ..canaries.canary_set import CanarySet
-
-    if auditor is None and canaries is None:
-        raise ValueError(f"{owner} needs the canaries (a CanarySet or a canary file) or an auditor")
-    if auditor is not None and not isinstance(auditor, Auditor):
-        raise TypeError(f"auditor must be a mia_guard.Auditor, got {type(auditor).__name__}")
-    if auditor is not None and configured:
-        raise TypeError(
-            f"{owner} got an auditor and audit options; the auditor carries its own (auditor.config): pass "
-            "either auditor=... or config=/options"
-        )
-    if every_n_steps is not None and (
-        isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1
-    ):
-        raise ValueError(
-            f"every_n_steps must be a positive integer (audit every that many steps) or None, got {every_n_steps!r}"
-        )
-    if stop_on_blocked and policy is None:
-        raise ValueError("stop_on_blocked=True needs a release policy (policy=ReleasePolicy or a TOML path)")
-    if auditor is not None:
-        return None
-    if isinstance(canaries, (str, os.PathLike)):
-        canaries = CanarySet.load(canaries)
-    if not isinstance(canaries, CanarySet):
-        raise TypeError(f"canaries must be a CanarySet or a canary file path, got {type(canaries).__name__}")
-    return canaries
-
-
-def load_policy(policy: Any) -> Any:
-    """A ``mia_guard.gate.ReleasePolicy`` from a policy, its dict or the path of its TOML file (``None`` passes)."""
-    if policy is None:
-        return None
-    from ..gate import ReleasePolicy
-
-    if isinstance(policy, ReleasePolicy):
-        return policy
-    if isinstance(policy, Mapping):
-        return ReleasePolicy.from_dict(dict(policy))
-    if isinstance(policy, (str, os.PathLike)):
-        return ReleasePolicy.from_toml(policy)
-    raise TypeError(f"policy must be a ReleasePolicy, a dict or a TOML path, got {type(policy).__name__}")
 
 
 # ---------------------------------------------------------------------------- session
@@ -116,10 +74,15 @@ class AuditSession:
         policy: a ``mia_guard.gate.ReleasePolicy`` checked after every audit, or ``None``.
         is_main: whether this process writes files (rank 0; in a distributed run it must
             be exactly rank 0).
+        cadence: the :class:`~mia_guard.callbacks.cadence.AuditCadence` the caller asks when
+            to audit; the session tells it what each audit cost and records that in the
+            result (``extras["cost"]``) and the report. Default: no periodic audits.
 
     Raises:
         OutputDirectoryError: ``output_dir`` or ``tensorboard_dir`` cannot be written
             (checked with a probe file; on every process of a distributed run).
+        OutputDirectoryLocked: another live run writes into ``output_dir`` (on the main
+            process; the others get an OutputDirectoryError saying so).
 
     In a distributed run, build the session on every process (it is a collective) after
     the process group is initialized.
@@ -135,8 +98,10 @@ class AuditSession:
         sinks: Sequence[Sink] = (),
         policy: Any = None,
         is_main: bool = True,
+        cadence: AuditCadence | None = None,
     ) -> None:
         self.auditor = auditor
+        self.cadence = cadence if cadence is not None else AuditCadence(None, None)
         self.output_dir = Path(output_dir)
         self.policy = policy
         self.is_main = is_main
@@ -146,12 +111,15 @@ class AuditSession:
                 f"in a distributed run rank 0 writes the audit files; this is rank {self.group.rank} with "
                 f"is_main={is_main}. Pass is_main=(rank == 0)"
             )
+        self.lock = OutputDirectoryLock(self.output_dir)
         self._check_directories(tensorboard_dir)
+        #: appends each audit to ``history.json``'s store (main process; set by start_fresh / resume)
+        self.writer: HistoryWriter | None = None
         self.decisions: dict[int, Any] = {}
         #: steps whose audit was skipped, with the reason (scoring out of memory at batch size 1)
         self.skipped: dict[int, str] = {}
         #: scoring batch size; halved for good after an out-of-memory error
-        self.batch_size = auditor.scoring_options["batch_size"] or distributed.default_batch_size(auditor.encoded)
+        self.batch_size: int | None = auditor.scoring_options["batch_size"]  # None: chosen at the first audit
         #: wall seconds spent in this process: ``audits`` (all audits, publishing included), ``report``
         self.seconds = {"audits": 0.0, "report": 0.0}
         canaries = auditor.canaries
@@ -209,6 +177,8 @@ class AuditSession:
         """
         saved = self._saved_history()
         if saved is None:
+            if self.is_main:
+                self.writer = self.auditor.history.store(self.history_path)
             return
         if saved.canary_hash != self.auditor.canaries.content_hash:
             raise ValueError(
@@ -216,6 +186,8 @@ class AuditSession:
                 "resume with the canaries of the original run, or use another output_dir"
             )
         saved.truncate_after(step)
+        if self.is_main:
+            self.writer = reopen_store(self.history_path, saved, step)
         self.auditor.history = saved
         first = saved.results[0] if saved.results else None
         if self.auditor.config.reference == "first_audit" and first is not None and first.stats is not None:
@@ -243,6 +215,8 @@ class AuditSession:
                 auditor.reference_stats = None
             auditor.history = AuditHistory(previous.canary_hash, previous.is_member, previous.fprs, previous.confidence)
         self.decisions = {}
+        if self.is_main:
+            self.writer = auditor.history.store(self.history_path)
         for sink in self.sinks:
             sink.start(auditor.history, {})
 
@@ -275,6 +249,7 @@ class AuditSession:
                             f"it was redone at batch size {self.batch_size} (kept for later audits)"
                         )
                     decision = self._decide(result)
+                    result.extras["cost"] = self.cadence.figures(time.perf_counter() - started)
         if self.group is not None:
             if failure is not None and not self.group.is_root:  # rank 0 records the audit; say why here
                 logger.error("mia_guard: rank %d: %s", self.group.rank, failure)
@@ -283,7 +258,7 @@ class AuditSession:
             self._record_failure(step, failure)
         elif self.is_main:
             self._publish(result, decision)
-        self.seconds["audits"] += time.perf_counter() - started
+        self._account(step, started)
         return result, decision
 
     def finish(self, run_info: Mapping[str, Any] | None = None) -> dict[str, Path]:
@@ -305,7 +280,7 @@ class AuditSession:
                     decision=self.last_decision,
                     run_info={
                         **dict(run_info or {}),
-                        "audit_seconds": round(self.seconds["audits"], 3),
+                        **self.cadence.summary(),
                         **({"skipped_audits": {str(k): v for k, v in self.skipped.items()}} if self.skipped else {}),
                     },
                 )
@@ -319,21 +294,24 @@ class AuditSession:
         return paths
 
     def close(self) -> None:
-        """Close every sink."""
+        """Close every sink and release the output directory."""
         for sink in self.sinks:
             sink.close()
+        self.lock.release()
 
     # ------------------------------------------------------------------ internals
     def _check_directories(self, tensorboard_dir: str | os.PathLike | None) -> None:
-        """Probe-write the output directories on the main process; every process raises on failure."""
+        """Probe-write the output directories and lock ``output_dir`` on the main process; every
+        process raises on failure."""
         directories = [("audit output directory", self.output_dir)]
         if tensorboard_dir is not None:
             directories.append(("TensorBoard logging directory", Path(tensorboard_dir)))
-        error: OutputDirectoryError | None = None
+        error: OutputDirectoryError | OutputDirectoryLocked | None = None
         if self.is_main:
             try:
                 check_writable(directories)
-            except OutputDirectoryError as err:
+                self.lock.acquire()
+            except (OutputDirectoryError, OutputDirectoryLocked) as err:
                 error = err
         message = str(error) if error is not None else None
         if self.group is not None:
@@ -382,6 +360,8 @@ class AuditSession:
                 return ScoringFailed(err)
 
         agree = self.group.any if self.group is not None else None
+        if self.batch_size is None:  # from the token budget of the model's device (small batches on CPU)
+            self.batch_size = distributed.default_batch_size(encoded, options["device"], model)
         local, self.batch_size, failed_sizes = retry_on_oom(run, self.batch_size, agree=agree)
         failed = isinstance(local, ScoringFailed)
         if self.group is not None and self.group.any(failed) and not failed:
@@ -428,18 +408,33 @@ class AuditSession:
             self.decisions[result.step] = decision
         return result, decision, None
 
+    def _account(self, step: int, started: float) -> None:
+        """An audit (or a failed one) at ``step`` that began at ``started``: its wall time to the
+        totals and the cadence; in a distributed run all processes then share the next decision step."""
+        seconds = time.perf_counter() - started
+        self.seconds["audits"] += seconds
+        self.cadence.record(int(step), seconds)
+        self.cadence.shared_next_check(self.group)
+
+    def _store(self) -> HistoryWriter:
+        """The writer of ``history.json``'s store (a new one when the run was neither started nor resumed)."""
+        if self.writer is None:
+            self.writer = self.history.store(self.history_path)
+        return self.writer
+
     def _record_failure(self, step: int, reason: str) -> None:
         """A skipped audit: in the history (and its file), in :attr:`skipped`, in the log."""
         self.skipped[int(step)] = reason
         self.history.record_failure(step, reason)
         if self.is_main:  # the other processes log their own cause in audit()
             logger.error("mia_guard: the audit at step %d failed and is skipped; training goes on: %s", step, reason)
-            guarded("saving history.json", self.history.save, self.history_path)
+            guarded("saving history.json", self._store().record_failure, step, reason)
 
     def _publish(self, result: AuditResult, decision: Any) -> None:
-        """Save the history and write every sink; a write that fails (disk full, a tracker down)
-        is logged and noted in the result, and training goes on."""
-        error = guarded("saving history.json", self.history.save, self.history_path)
+        """Append the audit to the history store and write every sink; a write that fails (disk
+        full, a tracker down) is logged and noted in the result, and training goes on (the store
+        writes the audit with the next one it can take)."""
+        error = guarded("saving history.json", self._store().append, result)
         if error is not None:
             result.notes.append(f"{self.history_path} could not be written after this audit ({error})")
         for sink in self.sinks:

@@ -130,14 +130,17 @@ def shard_rows(lengths: np.ndarray, world_size: int) -> list[np.ndarray]:
     return [np.sort(order[r::world_size]) for r in range(world_size)]
 
 
-def default_batch_size(encoded: EncodedCanaries, device: torch.device | None = None) -> int:
+def default_batch_size(encoded: EncodedCanaries, device: Any = None, model: Any = None) -> int:
     """The batch size :func:`~mia_guard.scoring.forward.score_tokens` picks for the whole canary set
-    on ``device`` (see :func:`~mia_guard.scoring.forward.default_batch_size`).
+    on ``device`` (default: where ``model``'s parameters are; see
+    :func:`~mia_guard.scoring.forward.default_batch_size`).
 
     A distributed audit passes it explicitly, so processes whose shards have different
     longest canaries still run the same number of batches.
     """
-    return forward.default_batch_size(encoded, device)
+    if device is None and isinstance(model, torch.nn.Module):
+        device = next((p.device for p in model.parameters()), None)
+    return forward.default_batch_size(encoded, torch.device(device) if device is not None else None)
 
 
 def subset_encoded(encoded: EncodedCanaries, rows: np.ndarray) -> EncodedCanaries:

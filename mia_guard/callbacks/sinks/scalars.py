@@ -17,6 +17,9 @@ tag (TensorBoard adds ``mia/``)     value
 ``privacy/<figure>``                 the floats of ``extras["privacy"]`` named in
                                     :data:`PRIVACY_SCALARS` (ε lower bounds, exposure,
                                     extraction rate), when the audit computed them
+``audit/seconds``                   wall seconds of this audit (scoring to history write)
+``audit/overhead``                  all audits so far / training time so far (from the
+                                    first training step on; see callbacks/cadence.py)
 ==================================  ==========================================================
 
 A figure that cannot be resolved (TPR at an FPR below 1 / number of non-members) or an
@@ -84,4 +87,9 @@ def audit_scalars(result: AuditResult) -> tuple[dict[str, float], dict[str, str]
         value = privacy.get(name)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             out[f"privacy/{name}"] = float(value)
+    cost = result.extras.get("cost") or {}
+    for name in ("seconds", "overhead"):
+        value = cost.get(name)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[f"audit/{name}"] = float(value)
     return out, unresolved
