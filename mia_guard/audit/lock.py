@@ -8,7 +8,8 @@ which names that process and says what to do (another output directory).
 
 The operating system drops the lock when its process ends, however it ends (a crash, a
 kill, a lost node), so a lock left by a killed run never blocks: the next run takes it
-and logs whose it was. Released normally by :meth:`release` (also on ``with`` exit).
+and logs whose it was (a lock file that is still there was not released). Released
+normally by :meth:`release` (also on ``with`` exit), which removes the file.
 Within one process a directory is locked once; a later lock of the same directory in the
 same process (a notebook re-running training after an exception) takes it over from the
 earlier, unfinished one with a warning.
@@ -96,16 +97,7 @@ class OutputDirectoryLock:
                            "taking the lock over", self.directory)
             earlier.release()
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise OutputDirectoryLocked(self.directory, holder) from None
-        except BaseException:
-            os.close(fd)
-            raise
+        fd = self._locked_descriptor()
         previous = _read_holder(fd)
         if previous:
             logger.warning(
@@ -122,19 +114,41 @@ class OutputDirectoryLock:
         return self
 
     def release(self) -> None:
-        """Give the lock up (the holder record is cleared, the file stays: deleting it would
-        let a waiting process lock a file that no longer has this path)."""
+        """Give the lock up and remove the lock file (a process that opened it just before is
+        turned away by the check in :meth:`_locked_descriptor` and retries on a new file)."""
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
         try:
-            os.ftruncate(fd, 0)
+            self.path.unlink(missing_ok=True)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
             key = self.directory.resolve()
             if _HELD.get(key) is self:
                 del _HELD[key]
+
+    def _locked_descriptor(self) -> int:
+        """A descriptor of the lock file, exclusively locked, whose file is still the one at
+        :attr:`path` (not one a releasing process has just removed)."""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise OutputDirectoryLocked(self.directory, holder) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                current = os.stat(self.path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and current.st_ino == os.fstat(fd).st_ino:
+                return fd
+            os.close(fd)  # removed by its last holder after we opened it: try the new file
 
     def __enter__(self) -> "OutputDirectoryLock":
         return self.acquire()
