@@ -122,7 +122,7 @@ def test_missing_report_exits_2(tmp_path, capsys):
 def test_truncated_report_exits_2(reports, tmp_path, capsys):
     text = reports["leaky"].read_text()
     (tmp_path / "report.json").write_text(text[: len(text) // 3])
-    _exit_2(capsys, tmp_path / "report.json", example_policy_path(), "not valid JSON", "truncated")
+    _exit_2(capsys, tmp_path / "report.json", example_policy_path(), "fails its checksum", "truncated")
 
 
 def test_wrong_format_exits_2(leaky, tmp_path, capsys):

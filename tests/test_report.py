@@ -49,6 +49,7 @@ def test_write_report_writes_the_four_files_and_nothing_else(written):
 def test_report_json_is_schema_versioned_and_round_trips(written):
     paths, _ = written
     raw = json.loads(paths["json"].read_text())
+    assert raw.pop("checksum").startswith("sha256:")  # verified and dropped by load_report
     assert raw["format"] == "mia_guard.report" and raw["schema_version"] == 1
     assert load_report(paths["json"]) == raw
     assert load_report(paths["json"].parent) == raw  # a directory holding report.json works too
@@ -168,6 +169,9 @@ def test_load_report_missing_file(tmp_path):
 def test_load_report_truncated_file(written, tmp_path):
     text = written[0]["json"].read_text()
     (tmp_path / "report.json").write_text(text[: len(text) // 2])
+    with pytest.raises(ValueError, match="fails its checksum.*truncated"):
+        load_report(tmp_path / "report.json")
+    (tmp_path / "report.json").write_text(text[text.index('"format"') - 1 :][: len(text) // 2])  # no seal left
     with pytest.raises(ValueError, match="not valid JSON.*corrupt or truncated"):
         load_report(tmp_path / "report.json")
 
@@ -178,6 +182,7 @@ def test_load_report_wrong_format_and_version(auditor, written, tmp_path):
     with pytest.raises(ValueError, match="not a mia_guard report.*'mia_guard.history'"):
         load_report(path)
     report = json.loads(written[0]["json"].read_text())
+    del report["checksum"]  # a report from a version that wrote none is read without one
     report["schema_version"] = 99
     (tmp_path / "future.json").write_text(json.dumps(report))
     with pytest.raises(ValueError, match="schema version 99"):
@@ -206,6 +211,18 @@ def test_cli_report_rewrites_files_from_history(auditor, tmp_path, capsys):
     assert report["run_info"] == {"dp_epsilon": 3.0}
     assert report["canaries"]["template"] == "code_credential"
     assert all((tmp_path / name).is_file() for name in REPORT_FILES.values())
+
+
+def test_an_edited_report_is_refused_not_used(auditor, tmp_path):
+    write_report(auditor.history, tmp_path)
+    path = tmp_path / "report.json"
+    text = path.read_text()
+    assert text.startswith('{\n  "checksum": "sha256:')
+    data = json.loads(text)
+    data["audits"][-1]["metrics"]["loss"]["auc"]["value"] = 0.5  # hand-lowered leakage
+    path.write_text(json.dumps(data, indent=2))
+    with pytest.raises(ValueError, match=r"report .*report.json fails its checksum.*mia-guard report RUN_DIR"):
+        load_report(path)
 
 
 def test_cli_report_without_history_exits_2(tmp_path, capsys):

@@ -87,5 +87,5 @@ def write_report(
 
         paths["profile"] = plot_profile(profile, directory / PROFILE_PNG)
     atomic_write_text(paths["markdown"], render_markdown(report))
-    atomic_write_json(paths["json"], report)
+    atomic_write_json(paths["json"], report, checksum=True)  # sealed: load_report refuses an edited report
     return paths

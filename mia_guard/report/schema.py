@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 import numpy as np
 
-from .._io import check_format
+from .._io import CorruptFileError, check_format, is_sealed, unseal_json
 
 if TYPE_CHECKING:  # typing only: `mia-guard gate` must not import torch
     from ..audit.result import AuditHistory, AuditResult
@@ -196,11 +196,18 @@ def load_report(path: str | os.PathLike) -> dict:
     if path.is_dir():
         path = path / "report.json"
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(
             f"report {path} does not exist; write it with `mia-guard report RUN_DIR` (RUN_DIR holds history.json)"
         ) from None
+    if is_sealed(raw):  # written with its checksum (mia_guard >= 0.2): verified, never used when edited
+        try:
+            return validate_report(unseal_json(raw, f"report {path}"), source=f"report {path}")
+        except CorruptFileError as err:
+            raise CorruptFileError(f"{err}; regenerate it with `mia-guard report RUN_DIR`") from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ValueError(f"report {path} is not UTF-8 text ({err}); it is corrupt or not a report") from err
     except OSError as err:
