@@ -10,6 +10,7 @@ timed (per audit, and the one-off report) are printed too, to split the overhead
 
     python benchmarks/callback_overhead.py                 # demo defaults, 1 thread
     python benchmarks/callback_overhead.py --every 200     # another cadence
+    python benchmarks/callback_overhead.py --budget 0.03   # the cadence an overhead budget sets
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ def train_seconds(
     session = callbacks[0].session
     return wall, cpu, {
         "audits": len(session.history),
+        "steps": session.history.steps,
         "audits_s": session.seconds["audits"],
         "report": session.seconds["report"],
+        "measured_overhead": session.cadence.summary().get("audit_overhead"),
     }
 
 
@@ -53,6 +56,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--every", type=int, default=defaults.every)
     parser.add_argument("--canaries", type=int, default=defaults.canaries)
+    parser.add_argument("--budget", type=float, default=None,
+                        help="overhead_budget of the callback (then --every is not used)")
     parser.add_argument("--repeats", type=int, default=2, help="rounds of (without, with) in alternating order")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
@@ -62,7 +67,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = dataclasses.replace(
             defaults, steps=args.steps, every=args.every, canaries=args.canaries, device=args.device,
-            output_dir=Path(tmp), progress=False,
+            output_dir=Path(tmp), progress=False, overhead_budget=args.budget,
         )
         device = resolve_device(config.device)
         tokenizer = byte_tokenizer()
@@ -79,13 +84,15 @@ def main() -> None:
                 extra = ""
                 if audited:
                     spent.append(inside)
-                    extra = f"  (in audits {inside['audits_s']:.2f} s, report {inside['report']:.2f} s)"
+                    extra = (f"  (in audits {inside['audits_s']:.2f} s, report {inside['report']:.2f} s; audited at "
+                             f"steps {inside['steps']}; overhead the callback measured: {inside['measured_overhead']})")
                 print(f"round {round_ + 1}: {label} callback  wall {wall:7.2f} s  cpu {cpu:7.2f} s{extra}")
 
     n_audits = spent[0]["audits"]
+    cadence = f"overhead budget {args.budget}" if args.budget is not None else f"every {config.every} steps"
     print(
         f"\n{config.steps} steps on {device} ({args.threads} thread(s)), {n_audits} audits of {config.canaries} "
-        f"canaries with {len(config.attacks)} attacks, every {config.every} steps"
+        f"canaries with {len(config.attacks)} attacks, {cadence}"
     )
     for kind in ("wall", "cpu"):
         plain, audited = statistics.median(times[False, kind]), statistics.median(times[True, kind])
@@ -93,6 +100,7 @@ def main() -> None:
     plain_wall = statistics.median(times[False, "wall"])
     audit_s = statistics.median(s["audits_s"] for s in spent)
     report_s = statistics.median(s["report"] for s in spent)
+    n_audits = statistics.median(s["audits"] for s in spent)
     print(
         f"timed inside the callback: {audit_s / n_audits:.3f} s per audit, {report_s:.2f} s for the final report; "
         f"(training + audits) / training = {(plain_wall + audit_s) / plain_wall:.3f}, "

@@ -63,6 +63,8 @@ class DemoConfig:
         threads: torch CPU threads while training on the CPU. The default 1 is the fastest
             for a model this small: more threads only add synchronisation (on a busy
             2-core machine, 2 threads measured 4-28x slower than 1).
+        overhead_budget: when set, audits run as often as keeps them within this fraction
+            of training time (``every`` is then not used); see ``MIAAuditCallback``.
     """
 
     steps: int = 800
@@ -81,6 +83,7 @@ class DemoConfig:
     progress: bool = True
     attacks: Sequence[str] = DEMO_ATTACKS
     threads: int = 1
+    overhead_budget: float | None = None
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)
@@ -149,11 +152,13 @@ def build_model(config: DemoConfig) -> Any:
 
 
 def build_callback(config: DemoConfig, canaries: Any, tokenizer: Any) -> MIAAuditCallback:
-    """The demo's audit callback: every ``config.every`` steps, judged by the bundled example policy."""
+    """The demo's audit callback: every ``config.every`` steps (or within ``config.overhead_budget``),
+    judged by the bundled example policy."""
     return MIAAuditCallback(
         canaries,
         tokenizer,
-        every_n_steps=config.every,
+        every_n_steps=config.every if config.overhead_budget is None else None,
+        overhead_budget=config.overhead_budget,
         attacks=config.attacks,
         output_dir=config.output_dir / "mia",
         tensorboard=config.output_dir / "tensorboard",
