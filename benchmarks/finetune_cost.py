@@ -135,7 +135,7 @@ def budget_runs(args) -> None:
     canaries = canary_sets(args.canaries)["texts"]
     filler = text_rows(tokenizer, args.steps * args.batch, args.seq, seed=1)
     rows = [{"input_ids": ids, "labels": ids} for ids in filler]
-    for canary in canaries.members():
+    for canary in canaries.members:
         ids = tokenizer(canary.text, add_special_tokens=False)["input_ids"]
         rows += [{"input_ids": ids, "labels": ids}] * args.repetitions
 
