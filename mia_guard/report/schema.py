@@ -189,8 +189,9 @@ def load_report(path: str | os.PathLike) -> dict:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not valid JSON (corrupt or truncated), is not a
-            mia_guard report, or has another schema version.
+        ValueError: the file is not valid JSON (corrupt or truncated), fails the checksum
+            it was written with (edited or damaged), is not a mia_guard report, or has
+            another schema version.
     """
     path = Path(path)
     if path.is_dir():
@@ -201,6 +202,8 @@ def load_report(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(
             f"report {path} does not exist; write it with `mia-guard report RUN_DIR` (RUN_DIR holds history.json)"
         ) from None
+    except OSError as err:
+        raise ValueError(f"report {path} cannot be read ({err.strerror or err}); check the path and its permissions") from err
     if is_sealed(raw):  # written with its checksum (mia_guard >= 0.2): verified, never used when edited
         try:
             return validate_report(unseal_json(raw, f"report {path}"), source=f"report {path}")
@@ -210,8 +213,6 @@ def load_report(path: str | os.PathLike) -> dict:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ValueError(f"report {path} is not UTF-8 text ({err}); it is corrupt or not a report") from err
-    except OSError as err:
-        raise ValueError(f"report {path} cannot be read ({err.strerror or err}); check the path and its permissions") from err
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
