@@ -121,10 +121,10 @@ def test_full_disk_while_writing_does_not_stop_training(tmp_path, monkeypatch, c
     loop = AuditLoop(canary_set, tokenizer, every_n_steps=1, attacks=("loss",), output_dir=tmp_path)
     loop.session.sinks.append(_FullDiskSink())
 
-    def full_disk(self, path, include_stats=True):
+    def full_disk(path, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(AuditHistory, "save", full_disk)
+    monkeypatch.setattr("mia_guard.audit.storage.atomic_write_bytes", full_disk)  # every history file
     with caplog.at_level(logging.ERROR, logger="mia_guard"):
         result = loop.audit(tiny_gpt2(n_layer=1, n_embd=32, seed=0), 0)
     assert result is not None and any("could not be written" in note for note in result.notes)

@@ -249,11 +249,6 @@ class HistoryWriter:
         path = Path(path)
         previous = _current_folder(path)
         folder = path.parent / f"{path.stem}-{secrets.token_hex(4)}"
-        folder.mkdir(parents=True)
-        (folder / INDEX_FILE).touch()
-        writer = cls(path, folder, [])
-        writer.pending = sorted([*results, *failures], key=_step_of)
-        writer._flush()
         manifest = {
             "format": HISTORY_FORMAT,
             "schema_version": STORE_SCHEMA_VERSION,
@@ -263,7 +258,16 @@ class HistoryWriter:
             "confidence": float(confidence),
             "records": folder.name,
         }
-        atomic_write_bytes(path, seal_json(manifest, indent=2))
+        folder.mkdir(parents=True)
+        try:
+            (folder / INDEX_FILE).touch()
+            writer = cls(path, folder, [])
+            writer.pending = sorted([*results, *failures], key=_step_of)
+            writer._flush()
+            atomic_write_bytes(path, seal_json(manifest, indent=2))
+        except BaseException:  # e.g. a full disk: the manifest still names the previous folder
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         if previous is not None and previous != folder and previous.is_dir():
             shutil.rmtree(previous, ignore_errors=True)
         return writer

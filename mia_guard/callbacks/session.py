@@ -428,13 +428,13 @@ class AuditSession:
         self.history.record_failure(step, reason)
         if self.is_main:  # the other processes log their own cause in audit()
             logger.error("mia_guard: the audit at step %d failed and is skipped; training goes on: %s", step, reason)
-            guarded("saving history.json", self._store().record_failure, step, reason)
+            guarded("saving history.json", lambda: self._store().record_failure(step, reason))
 
     def _publish(self, result: AuditResult, decision: Any) -> None:
         """Append the audit to the history store and write every sink; a write that fails (disk
         full, a tracker down) is logged and noted in the result, and training goes on (the store
         writes the audit with the next one it can take)."""
-        error = guarded("saving history.json", self._store().append, result)
+        error = guarded("saving history.json", lambda: self._store().append(result))
         if error is not None:
             result.notes.append(f"{self.history_path} could not be written after this audit ({error})")
         for sink in self.sinks:
