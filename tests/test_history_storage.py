@@ -198,3 +198,18 @@ def _at_step(result, step):
     import dataclasses
 
     return dataclasses.replace(result, step=step)
+
+
+def test_failed_audits_are_index_lines_kept_in_step_order(auditor, tmp_path):
+    writer = empty_store(auditor, tmp_path)
+    writer.append(_at_step(auditor.history.results[0], 0))
+    writer.record_failure(5, "scoring the canaries failed: the disk is full")
+    writer.append(_at_step(auditor.history.last, 10))
+    loaded = AuditHistory.load(tmp_path / "history.json")
+    assert loaded.steps == [0, 10]
+    assert loaded.failures == [{"step": 5, "reason": "scoring the canaries failed: the disk is full"}]
+    assert sorted(p.name for p in writer.folder.iterdir() if "step5" in p.name) == []  # a line, no files
+    writer.truncate_after(4)
+    assert AuditHistory.load(tmp_path / "history.json").failures == []
+    with pytest.raises(ValueError, match="before the last recorded step"):
+        HistoryWriter.open(tmp_path / "history.json").record_failure(-1, "earlier")
