@@ -19,7 +19,11 @@ from mia_guard.callbacks import AuditLoop, MIAAuditCallback
 from mia_guard.canaries.encoding import encode_canaries
 from mia_guard.experiments.demo_assets import byte_tokenizer, tiny_gpt2
 from mia_guard.report.files import load_report
-from mia_guard.scoring.faults import AuditOutOfMemoryError, OutputDirectoryError, retry_on_oom
+from mia_guard.scoring.faults import (
+    AuditOutOfMemoryError,
+    OutputDirectoryError,
+    retry_on_oom,
+)
 
 
 class OutOfMemoryAbove(torch.nn.Module):

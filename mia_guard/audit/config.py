@@ -68,7 +68,7 @@ class AuditConfig:
             audited model (step 0, before training) as the reference of calibrated attacks.
         prefix_tokens: leave this many leading tokens of text/token canaries unscored.
         batch_size: canaries per forward pass (``None``: chosen from their length).
-        chunk_size: vocabulary chunk of the scoring's log-softmax (``None``: the default).
+        chunk_size: scored positions per output-head chunk of the scoring (``None``: the default).
     """
 
     attacks: tuple[str, ...] = DEFAULT_ATTACKS
