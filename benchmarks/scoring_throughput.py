@@ -76,18 +76,13 @@ def _workload(args: argparse.Namespace) -> dict:
 
     from mia_guard import score_tokens
     from mia_guard.canaries.encoding import encode_canaries
-    from mia_guard.scoring.forward import (
-        BATCH_TOKENS,
-        MAX_BATCH_SIZE,
-        _length_sorted_batches,
-        _pad,
-    )
+    from mia_guard.scoring.forward import _length_sorted_batches, _pad, default_batch_size
 
     device = torch.device(args.device)
     model, tokenizer = _model_and_tokenizer(args.model, args.vocab, args.layers)
     model = model.to(device).eval()
     encoded = encode_canaries(_canaries(args.kind, args.n), tokenizer)
-    batch = args.batch or max(1, min(MAX_BATCH_SIZE, BATCH_TOKENS // int(encoded.lengths.max())))
+    batch = args.batch or default_batch_size(encoded, device)
     batches = [_pad(encoded, rows, device) for rows in _length_sorted_batches(encoded, batch)]
     tokens = int(encoded.lengths.sum())
 
