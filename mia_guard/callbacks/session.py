@@ -43,12 +43,7 @@ from ..audit.lock import OutputDirectoryLock, OutputDirectoryLocked
 from ..audit.result import AuditHistory, AuditResult
 from ..audit.storage import HistoryWriter, reopen_store
 from ..scoring import distributed
-from ..scoring.faults import (
-    OutputDirectoryError,
-    check_writable,
-    is_out_of_memory,
-    retry_on_oom,
-)
+from ..scoring.faults import OutputDirectoryError, check_writable, is_out_of_memory, retry_on_oom
 from ..scoring.guards import opacus_hooks_disabled, preserved_rng, unwrap_model
 from ..scoring.token_stats import TokenStats
 from .cadence import AuditCadence
