@@ -1,4 +1,5 @@
-"""The shortest real use of mia_guard with a Hugging Face Trainer (CPU, about 20 seconds).
+"""A complete run of mia_guard with a Hugging Face Trainer that memorizes visibly (CPU: about 250 s
+of CPU time, measured on a shared 2-core machine; 430 s wall there).
 
 Plants 128 credential canaries in some training text, trains a tiny GPT-2 and audits
 it every 100 steps. Afterwards:

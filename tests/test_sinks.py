@@ -21,7 +21,7 @@ class RecordingSink(Sink):
     def __init__(self) -> None:
         self.calls: list[tuple] = []
 
-    def start(self, history, decisions):
+    def start(self, history, decisions, step=0):
         self.calls.append(("start", history.steps, {s: d.verdict for s, d in decisions.items()}))
 
     def write(self, result, decision):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
@@ -91,7 +92,18 @@ def test_histograms_roc_gate_text_and_layout(tensorboard_run):
     charts = {chart.title: chart for category in layout.category for chart in category.chart}
     margin = charts["loss: AUC with CI"].margin.series[0]
     assert (margin.value, margin.lower, margin.upper) == ("mia/loss/auc", "mia/loss/auc_low", "mia/loss/auc_high")
-    assert len(charts["loss: TPR at fixed FPR"].multiline.tag) == 3
+    # 200 canaries resolve 1% and 10% FPR, not 0.1%: no chart waits for figures that never come
+    assert "loss: TPR@0.1%FPR with CI" not in charts
+    assert list(charts["loss: TPR at 1%, 10% FPR (lines bottom to top)"].multiline.tag) == [
+        r"mia/loss/tpr@1%fpr$", r"mia/loss/tpr@10%fpr$"]
+    written = set(acc.Tags()["scalars"])
+    for title, chart in charts.items():
+        if chart.HasField("margin"):
+            for series in chart.margin.series:
+                assert {series.value, series.lower, series.upper} <= written, title
+        else:
+            for pattern in chart.multiline.tag:
+                assert any(re.match(pattern, tag) for tag in written), (title, pattern)
 
 
 def test_jsonl_has_one_line_per_audit_with_the_same_figures(tensorboard_run):
@@ -134,5 +146,54 @@ def test_audit_scalars_leave_out_what_cannot_be_resolved(tensorboard_run):
     assert all(math.isfinite(v) for v in scalars.values())
     assert "needs >= 1000 non-members" in unresolved["loss/tpr@0.1%fpr"]
     assert fpr_label(0.001) == "0.1%" and fpr_label(0.01) == "1%" and fpr_label(0.1) == "10%"
-    layout = custom_scalar_layout(["loss"], [0.01])
-    assert layout["mia_guard leakage"]["loss: TPR at fixed FPR"] == ["Multiline", [r"mia/loss/tpr@1%fpr$"]]
+    charts = custom_scalar_layout(["loss"], [0.001, 0.01, 0.1])["mia_guard leakage"]
+    assert charts["loss: TPR at 0.1%, 1%, 10% FPR (lines bottom to top)"] == [
+        "Multiline", [r"mia/loss/tpr@0\.1%fpr$", r"mia/loss/tpr@1%fpr$", r"mia/loss/tpr@10%fpr$"]]
+    charts = custom_scalar_layout(["loss"], [0.001, 0.01, 0.1], n_nonmembers=150)["mia_guard leakage"]
+    assert "loss: TPR@0.1%FPR with CI" not in charts and "loss: TPR@1%FPR with CI" in charts
+    charts = custom_scalar_layout(["loss"], [0.001, 0.01], n_nonmembers=150)["mia_guard leakage"]
+    assert not any(chart[0] == "Multiline" for chart in charts.values())  # one TPR line: its own chart only
+
+
+def _scalars_of_directory(directory, tag):
+    """``{step: value}`` of ``tag`` as TensorBoard's Python reader shows the whole run directory."""
+    acc = event_accumulator.EventAccumulator(str(directory))
+    acc.Reload()
+    return {e.step: e.value for e in acc.Scalars(tag)}
+
+
+def test_a_rerun_into_the_same_directory_replaces_the_earlier_points(tmp_path):
+    logdir = tmp_path / "logs"
+    runs = []
+    for seed in (0, 1):
+        callback = MIAAuditCallback(canaries(seed=seed), every_n_steps=2, output_dir=tmp_path / f"mia{seed}",
+                                    tensorboard=logdir, progress=False, attacks=["loss"], fprs=[0.1])
+        make_trainer(tmp_path / f"out{seed}", [callback], canary_set=callback.canaries, max_steps=3 + seed,
+                     seed=seed).train()
+        runs.append(callback)
+    shown = _scalars_of_directory(logdir, "mia/loss/auc")
+    second = {r.step: r.metrics["loss"].auc.value for r in runs[1].history}
+    assert sorted(shown) == runs[1].history.steps == [0, 2, 4]
+    assert shown == pytest.approx(second, rel=1e-6)
+
+
+def test_a_resumed_loop_purges_the_abandoned_audits(tmp_path):
+    from plain_loop_runs import train
+
+    from mia_guard.callbacks import AuditLoop
+    from mia_guard.experiments.demo_assets import byte_tokenizer, tiny_gpt2
+
+    options = dict(every_n_steps=2, output_dir=tmp_path / "mia", logging_dir=tmp_path / "tb",
+                   attacks=["loss"], fprs=[0.1])
+    first = AuditLoop(canaries(), byte_tokenizer(), **options)
+    model = tiny_gpt2(n_layer=1, n_embd=32)
+    train(model, first.auditor.canaries, 6, first)  # audits 0, 2, 4, 6; then the run "crashes"
+    first.session.close()
+    resumed = AuditLoop(canaries(), byte_tokenizer(), **options)
+    other = tiny_gpt2(n_layer=1, n_embd=32, seed=5)  # what the checkpoint at step 2 continues as
+    resumed.start(other, step=2)
+    resumed.audit(other, 4)
+    resumed.finish(other, 5)
+    shown = _scalars_of_directory(tmp_path / "tb", "mia/loss/auc")
+    assert sorted(shown) == resumed.history.steps == [0, 2, 4, 5]  # step 6 of the abandoned run is gone
+    assert shown == pytest.approx({r.step: r.metrics["loss"].auc.value for r in resumed.history}, rel=1e-6)

@@ -31,6 +31,7 @@ unwrapped model (below DDP / Opacus wrappers).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass
@@ -200,6 +201,11 @@ def extract_secrets(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     prompts = [encoded.input_ids[i][: encoded.start[i] + hint] for i in range(len(encoded))]
+    if any(not p for p in prompts):
+        raise ValueError(
+            "some canaries have no tokens before their secret, so greedy decoding has no prompt; give "
+            "hint_tokens >= 1 (the attacker knows the first tokens) or use templated canaries"
+        )
     targets = [encoded.input_ids[i][encoded.start[i] + hint : encoded.end[i]] for i in range(len(encoded))]
     budgets = [max_new_tokens or len(t) for t in targets]
     _check_context(model, prompts, budgets)
@@ -279,18 +285,22 @@ def _equal_length_batches(prompts: list[list[int]], batch_size: int) -> Iterator
 def _greedy(model: Any, ids: torch.Tensor, n_new: int) -> torch.Tensor:
     """``n_new`` greedy tokens after ``ids [B, P]`` (no padding), ``[B, n_new]``; argmax ties go to the lowest id."""
     if _is_hf_model(model):
+        cache = _cache_name(model)
         out = model(input_ids=ids, use_cache=True)
         tokens = [out.logits[:, -1].argmax(-1)]
-        past = out.past_key_values
         for _ in range(n_new - 1):
-            out = model(input_ids=tokens[-1].unsqueeze(1), past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out = model(input_ids=tokens[-1].unsqueeze(1), use_cache=True, **{cache: getattr(out, cache)})
             tokens.append(out.logits[:, -1].argmax(-1))
         return torch.stack(tokens, dim=1)
     for _ in range(n_new):
         logits = _call_for_logits(model, ids, torch.ones_like(ids))
         ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     return ids[:, -n_new:]
+
+
+def _cache_name(model: Any) -> str:
+    """The key/value cache's argument and output name: ``cache`` (transformers >= 5.2x), else ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _compare(generated: list[int], target: list[int], tokenizer: Any) -> tuple[bool, float, str]:

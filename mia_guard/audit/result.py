@@ -47,6 +47,8 @@ class AuditResult:
         stats: the TokenStats the attacks read (kept for trajectory / multi-run attacks);
             for a loaded history read from disk on first use (see :meth:`defer_stats`).
         extras: further figure groups (e.g. ``"privacy"``), JSON-able dicts.
+        canary_set: the name of the canary set audited, in a run with several named sets
+            (``None`` for a run's only set); figures are named ``<set>/...`` after it.
     """
 
     step: int
@@ -62,6 +64,7 @@ class AuditResult:
     extras: dict[str, Any] = field(default_factory=dict)
     timestamp: float = field(default_factory=time.time)
     failed_attacks: dict[str, str] = field(default_factory=dict)
+    canary_set: str | None = None
 
     def defer_stats(self, load: Callable[[], TokenStats]) -> None:
         """Let :attr:`stats` be read by ``load()`` on first access (a saved history's statistics)."""
@@ -111,7 +114,9 @@ class AuditResult:
         return "\n".join(lines)
 
     def to_dict(self, include_stats: bool = True) -> dict:
+        named = {"canary_set": self.canary_set} if self.canary_set is not None else {}
         return {
+            **named,
             "step": self.step,
             "timestamp": self.timestamp,
             "metrics": {k: m.to_dict() for k, m in self.metrics.items()},
@@ -143,6 +148,7 @@ class AuditResult:
             seconds=dict(data["seconds"]),
             extras=dict(data.get("extras") or {}),
             stats=TokenStats.from_dict(data["stats"]) if data.get("stats") else None,
+            canary_set=data.get("canary_set"),
         )
 
 

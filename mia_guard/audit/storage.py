@@ -353,6 +353,12 @@ class HistoryWriter:
         written = sum(f["bytes"] for f in files if f is not None) + len(line)
         return WriteReceipt(step, written, time.perf_counter() - started)
 
+    def replace_last(self, result: AuditRecord) -> WriteReceipt:
+        """Rewrite the last recorded audit, at ``result.step``, with ``result`` (an audit that
+        gained figures after it was written: the final secret extraction)."""
+        self.truncate_after(result.step - 1)
+        return self.append(result)
+
     def truncate_after(self, step: int) -> None:
         """Forget the audits after ``step`` (resuming from a checkpoint at ``step``): the index is
         rewritten atomically without them, then their files are removed."""

@@ -14,10 +14,9 @@ def resolve_audit_inputs(
 ) -> Any:
     """Validate the training-loop options of a callback or loop (the audit options are
     :class:`~mia_guard.audit.config.AuditConfig`'s); returns the CanarySet (loaded if a
-    path), or ``None`` when an ``auditor`` is given instead. ``owner`` names the caller in
+    path), a dict ``{set name: CanarySet}`` for named sets (a mapping of sets or paths),
+    or ``None`` when an ``auditor`` is given instead. ``owner`` names the caller in
     errors; ``configured`` says whether a config or audit options were passed too."""
-    from ..canaries.canary_set import CanarySet
-
     if auditor is None and canaries is None:
         raise ValueError(f"{owner} needs the canaries (a CanarySet or a canary file) or an auditor")
     if auditor is not None and not isinstance(auditor, Auditor):
@@ -36,11 +35,27 @@ def resolve_audit_inputs(
     if stop_on_blocked and policy is None:
         raise ValueError("stop_on_blocked=True needs a release policy (policy=ReleasePolicy or a TOML path)")
     if auditor is not None:
+        if isinstance(canaries, Mapping):
+            raise TypeError(f"{owner}: auditor= audits one canary set; give named canary sets without an auditor")
         return None
+    if isinstance(canaries, Mapping):
+        from ..report.report_set import check_set_name
+
+        if not canaries:
+            raise ValueError(f"{owner} got an empty mapping of canary sets; name at least one set")
+        return {check_set_name(name): _canary_set(sets) for name, sets in canaries.items()}
+    return _canary_set(canaries)
+
+
+def _canary_set(canaries: Any) -> Any:
+    from ..canaries.canary_set import CanarySet
+
     if isinstance(canaries, (str, os.PathLike)):
         canaries = CanarySet.load(canaries)
     if not isinstance(canaries, CanarySet):
-        raise TypeError(f"canaries must be a CanarySet or a canary file path, got {type(canaries).__name__}")
+        raise TypeError(
+            f"canaries must be a CanarySet, a canary file path, or a dict of named sets, got {type(canaries).__name__}"
+        )
     return canaries
 
 

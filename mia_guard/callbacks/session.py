@@ -47,7 +47,9 @@ from ..scoring.faults import OutputDirectoryError, check_writable, is_out_of_mem
 from ..scoring.guards import opacus_hooks_disabled, preserved_rng, unwrap_model
 from ..scoring.token_stats import TokenStats
 from .cadence import AuditCadence
+from .extraction_schedule import ExtractionSchedule, extract_after, extract_into
 from .failures import ScoringFailed, failure_reason, guarded
+from .shared_state import saved_history, share_outcome
 from .sinks.base import Sink
 from .sinks.jsonl import JsonlSink
 from .sinks.tensorboard import TensorBoardSink
@@ -72,11 +74,15 @@ class AuditSession:
         sinks: further :class:`~mia_guard.callbacks.sinks.base.Sink` objects (e.g. experiment
             trackers), called after the TensorBoard and JSONL sinks; main process only.
         policy: a ``mia_guard.gate.ReleasePolicy`` checked after every audit, or ``None``.
+        extraction: when secret extraction runs with an audit
+            (:class:`~mia_guard.callbacks.extraction_schedule.ExtractionSchedule`), or ``None``.
         is_main: whether this process writes files (rank 0; in a distributed run it must
             be exactly rank 0).
         cadence: the :class:`~mia_guard.callbacks.cadence.AuditCadence` the caller asks when
             to audit; the session tells it what each audit cost and records that in the
             result (``extras["cost"]``) and the report. Default: no periodic audits.
+        canary_set: the set's name in a run with several named canary sets
+            (:class:`~mia_guard.callbacks.canary_sets.SessionGroup`); stamped on every result.
 
     Raises:
         OutputDirectoryError: ``output_dir`` or ``tensorboard_dir`` cannot be written
@@ -97,11 +103,15 @@ class AuditSession:
         jsonl: bool = True,
         sinks: Sequence[Sink] = (),
         policy: Any = None,
+        extraction: ExtractionSchedule | None = None,
         is_main: bool = True,
         cadence: AuditCadence | None = None,
+        canary_set: str | None = None,
     ) -> None:
         self.auditor = auditor
         self.cadence = cadence if cadence is not None else AuditCadence(None, None)
+        self.extraction = extraction
+        self.canary_set = canary_set
         self.output_dir = Path(output_dir)
         self.policy = policy
         self.is_main = is_main
@@ -175,7 +185,7 @@ class AuditSession:
         reads the file and the other processes receive its curve (without token
         statistics), so all agree on it even without a shared filesystem.
         """
-        saved = self._saved_history()
+        saved = saved_history(self.group, self.history_path)
         if saved is None:
             if self.is_main:
                 self.writer = self.auditor.history.store(self.history_path)
@@ -197,7 +207,7 @@ class AuditSession:
 
             self.decisions = {r.step: evaluate_result(self.policy, r) for r in saved}
         for sink in self.sinks:
-            sink.start(saved, dict(self.decisions))
+            sink.start(saved, dict(self.decisions), step=step)
         logger.info("mia_guard: resumed the audit history at step %d (%d audits kept)", step, len(saved))
 
     def start_fresh(self) -> None:
@@ -220,8 +230,9 @@ class AuditSession:
         for sink in self.sinks:
             sink.start(auditor.history, {})
 
-    def audit(self, model: Any, step: int) -> tuple[AuditResult | None, Any]:
-        """Audit ``model`` at ``step``; returns ``(result, gate decision or None)``.
+    def audit(self, model: Any, step: int, final: bool = False) -> tuple[AuditResult | None, Any]:
+        """Audit ``model`` at ``step`` (``final``: the run's last audit, which runs secret
+        extraction by default); returns ``(result, gate decision or None)``.
 
         In a distributed run every process calls it at the same step and gets the same
         result and decision. An audit never stops training: when it fails (scoring runs
@@ -243,23 +254,34 @@ class AuditSession:
                 except Exception as err:  # noqa: BLE001
                     failure = failure_reason("evaluating the attacks", err)
                 if result is not None:
+                    result.canary_set = self.canary_set
                     if failed_sizes:
                         result.notes.append(
                             f"scoring ran out of memory at batch size {', '.join(map(str, failed_sizes))}; "
                             f"it was redone at batch size {self.batch_size} (kept for later audits)"
                         )
-                    decision = self._decide(result)
+                    if self.extraction is not None and self.extraction.due(step, final):
+                        extract_into(self.extraction, unwrap_model(model), result, self.auditor)
+                    decision = self.decide(result)
                     result.extras["cost"] = self.cadence.figures(time.perf_counter() - started)
         if self.group is not None:
             if failure is not None and not self.group.is_root:  # rank 0 records the audit; say why here
                 logger.error("mia_guard: rank %d: %s", self.group.rank, failure)
-            result, decision, failure = self._share(result, decision, failure)
+            result, decision, failure = share_outcome(
+                self.group, self.auditor.history, self.decisions, result, decision, failure
+            )
         if failure is not None:
             self._record_failure(step, failure)
         elif self.is_main:
-            self._publish(result, decision)
+            self.publish(result, decision)
         self._account(step, started)
         return result, decision
+
+    def extract_after(self, model: Any, step: int) -> None:
+        """Add the final extraction to an audit at ``step`` made before (:func:`.extraction_schedule.extract_after`)."""
+        started = time.perf_counter()
+        extract_after(self, model, step)
+        self.seconds["audits"] += time.perf_counter() - started
 
     def finish(self, run_info: Mapping[str, Any] | None = None) -> dict[str, Path]:
         """Final outputs (main process): each sink's final figures (e.g. the ROC image), the
@@ -321,24 +343,6 @@ class AuditSession:
         if message is not None:
             raise OutputDirectoryError(f"on rank 0: {message}")
 
-    def _saved_history(self) -> AuditHistory | None:
-        """``history.json`` as rank 0 reads it, on every process; ``None`` when there is none."""
-        if self.group is None:
-            return AuditHistory.load(self.history_path) if self.history_path.exists() else None
-        saved, payload = None, None
-        if self.group.is_root:
-            try:
-                saved = AuditHistory.load(self.history_path) if self.history_path.exists() else None
-                payload = {"history": saved.to_dict(include_stats=False) if saved is not None else None}
-            except (OSError, ValueError) as err:
-                payload = {"error": str(err)}
-        payload = self.group.broadcast_json(payload)
-        if "error" in payload:
-            raise ValueError(f"cannot resume the audit history (read on rank 0): {payload['error']}")
-        if self.group.is_root or payload["history"] is None:
-            return saved
-        return AuditHistory.from_dict(payload["history"])
-
     def _score(self, model: Any) -> tuple[TokenStats | None, list[int]]:
         """The canaries' statistics (``None`` on ranks other than 0) and the batch sizes that ran out of memory.
 
@@ -371,7 +375,7 @@ class AuditSession:
         stats = local if self.group is None else distributed.gather_stats(local, encoded, self.group)
         return stats, failed_sizes
 
-    def _decide(self, result: AuditResult) -> Any:
+    def decide(self, result: AuditResult) -> Any:
         if self.policy is None:
             return None
         from ..gate import evaluate_result
@@ -384,29 +388,6 @@ class AuditSession:
             return None
         self.decisions[result.step] = decision
         return decision
-
-    def _share(self, result: AuditResult | None, decision: Any, failure: str | None) -> tuple[Any, Any, str | None]:
-        """Rank 0's result (without token statistics), decision and failure, on every process."""
-        payload = None
-        if self.group.is_root:
-            payload = {
-                "failure": failure,
-                "result": result.to_dict(include_stats=False) if result is not None else None,
-                "decision": decision.to_dict() if decision is not None else None,
-            }
-        payload = self.group.broadcast_json(payload)
-        if self.group.is_root:
-            return result, decision, failure
-        if payload["failure"] is not None:
-            return None, None, payload["failure"]
-        result = AuditResult.from_dict(payload["result"])
-        self.auditor.history.append(result)
-        if payload["decision"] is not None:
-            from ..gate import GateDecision
-
-            decision = GateDecision.from_dict(payload["decision"])
-            self.decisions[result.step] = decision
-        return result, decision, None
 
     def _account(self, step: int, started: float) -> None:
         """An audit (or a failed one) at ``step`` that began at ``started``: its wall time to the
@@ -430,15 +411,23 @@ class AuditSession:
             logger.error("mia_guard: the audit at step %d failed and is skipped; training goes on: %s", step, reason)
             guarded("saving history.json", lambda: self._store().record_failure(step, reason))
 
-    def _publish(self, result: AuditResult, decision: Any) -> None:
+    def publish(self, result: AuditResult, decision: Any, new: Mapping[str, float] | None = None) -> None:
         """Append the audit to the history store and write every sink; a write that fails (disk
         full, a tracker down) is logged and noted in the result, and training goes on (the store
-        writes the audit with the next one it can take)."""
-        error = guarded("saving history.json", lambda: self._store().append(result))
+        writes the audit with the next one it can take). ``new``: the audit was published
+        before and gained these scalars (the final extraction): the store's copy is replaced
+        and the sinks get :meth:`Sink.update` with the new scalars only."""
+        if new is None:
+            error = guarded("saving history.json", lambda: self._store().append(result))
+        else:
+            error = guarded("saving history.json", lambda: self._store().replace_last(result))
         if error is not None:
             result.notes.append(f"{self.history_path} could not be written after this audit ({error})")
         for sink in self.sinks:
-            guarded(f"{type(sink).__name__}.write", sink.write, result, decision)
+            if new is None:
+                guarded(f"{type(sink).__name__}.write", sink.write, result, decision)
+            else:
+                guarded(f"{type(sink).__name__}.update", sink.update, result, decision, new)
         logger.info("mia_guard audit at step %d:\n%s", result.step, result.table())
         if decision is not None:
             logger.info("mia_guard release gate at step %d: %s", result.step, decision.verdict)

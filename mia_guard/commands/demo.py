@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Builds a byte-level GPT-2, inserts credential canaries into chunks of the Python standard "
         "library's sources, trains it with the Hugging Face Trainer, prints a leakage table at every audit, "
         "writes TensorBoard logs and a report, and judges the final model with the bundled example release "
-        "policy. Nothing is downloaded; the defaults take about a minute on two CPU cores.",
+        "policy. Nothing is downloaded; the defaults take about 75 s of CPU time (measured: 73 s CPU, 185 s "
+        "wall on a shared 2-core machine).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_training_arguments(parser, every=100, every_help="audit every this many steps", output_dir="mia_demo")

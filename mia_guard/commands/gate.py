@@ -17,7 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "missing, corrupt or malformed report (the message names the bad field), invalid policy. The gate "
         "fails closed: any error exits 2. See docs/gate.md.",
     )
-    parser.add_argument("report", type=Path, help="report.json written by `mia-guard report` (or its directory)")
+    parser.add_argument(
+        "report", type=Path,
+        help="report.json written by `mia-guard report` or a training run (or its directory); a run with several "
+        "canary sets writes a report set, judged set by set: any blocked set blocks",
+    )
     parser.add_argument(
         "--policy", required=True, type=Path,
         help="release policy TOML (a commented example ships as mia_guard/data/release_policy.toml)",
@@ -45,9 +49,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace) -> tuple[str, int]:
+    from .._io import read_json
     from ..gate import ReleasePolicy, evaluate_report
+    from ..gate.combined import evaluate_report_set
+    from ..report.report_set import is_report_set
     from ..report.schema import load_report  # not ..report: the gate must not import torch
 
     policy = ReleasePolicy.from_toml(args.policy)
-    decision = evaluate_report(policy, load_report(args.report))
+    path = args.report / "report.json" if args.report.is_dir() else args.report
+    try:
+        peek = read_json(path, "report")
+    except (OSError, ValueError):
+        peek = None  # load_report below says what is wrong with it
+    if is_report_set(peek):  # several canary sets: every set judged, any block blocks
+        decision = evaluate_report_set(policy, path)
+    else:
+        decision = evaluate_report(policy, load_report(path))
     return (json.dumps(decision.to_dict(), indent=2) if args.json else decision.explain()), decision.exit_code

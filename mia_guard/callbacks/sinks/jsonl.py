@@ -16,7 +16,8 @@ from .scalars import audit_scalars
 class JsonlSink(Sink):
     """One JSON line per audit in ``path``: step, time, best attack, scalars, left-out figures, verdict.
 
-    Lines are appended (one ``write`` each, flushed); :meth:`start` replaces the file
+    Lines are appended (one ``write`` each, flushed); :meth:`update` replaces an audit's
+    line when it gained figures afterwards; :meth:`start` replaces the file
     atomically with the lines of the curve so far (empty for a fresh run; after a resume
     from a checkpoint, later audits of the abandoned run disappear).
     """
@@ -45,6 +46,18 @@ class JsonlSink(Sink):
             handle.write(self.line(result, verdict) + "\n")
             handle.flush()
 
-    def start(self, history: AuditHistory, decisions: Mapping[int, Any]) -> None:
+    def update(self, result: AuditResult, decision: Any, new: Mapping[str, float]) -> None:
+        """Replace the audit's line (the last line of its step) with the completed one, atomically."""
+        verdict = decision.verdict if decision is not None else None
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True) if self.path.exists() else []
+        ours = [i for i, line in enumerate(lines) if json.loads(line).get("step") == result.step]
+        replacement = self.line(result, verdict) + "\n"
+        if ours:
+            lines[ours[-1]] = replacement
+        else:
+            lines.append(replacement)
+        atomic_write_text(self.path, "".join(lines))
+
+    def start(self, history: AuditHistory, decisions: Mapping[int, Any], step: int = 0) -> None:
         lines = [self.line(r, decisions[r.step].verdict if r.step in decisions else None) + "\n" for r in history]
         atomic_write_text(self.path, "".join(lines))

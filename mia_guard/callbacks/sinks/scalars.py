@@ -22,10 +22,18 @@ tag (TensorBoard adds ``mia/``)     value
                                     first training step on; see callbacks/cadence.py)
 ==================================  ==========================================================
 
+In a run with several named canary sets every tag is under the set's name:
+``<set>/<attack>/auc``, ``<set>/loss/member``, ... (TensorBoard ``mia/<set>/...``).
+
 A figure that cannot be resolved (TPR at an FPR below 1 / number of non-members) or an
 interval that does not exist is *left out*, never written as NaN: TensorBoard draws NaN
 as a gap or a spike depending on the chart, and a missing point reads unambiguously.
 The JSONL line lists every left-out figure with the reason under ``"unresolved"``.
+
+Experiment trackers get the same names with the ``mia/`` prefix. MLflow refuses ``@``
+and ``%`` in metric names, so its sinks use :func:`portable_tag`, which spells them out
+(``mia/loss/tpr@0.1%fpr`` becomes ``mia/loss/tpr_at_0.1pct_fpr``); every other name is
+unchanged.
 """
 
 from __future__ import annotations
@@ -40,13 +48,23 @@ from ...stats.estimate import Estimate
 PRIVACY_SCALARS = (
     "epsilon_lb_one_run", "epsilon_lb_two_point",
     "exposure_max", "exposure_max_low", "exposure_max_high", "exposure_mean",
-    "extraction_rate", "extraction_rate_low", "extraction_rate_high",
+    "extraction_rate", "extraction_rate_low", "extraction_rate_high", "extraction_rate_nonmember",
 )
 
 
 def fpr_label(fpr: float) -> str:
     """``0.01 -> "1%"``, ``0.001 -> "0.1%"``: the FPR as it appears in tags."""
     return f"{fpr * 100:g}%"
+
+
+def portable_tag(tag: str) -> str:
+    """``tag`` with the characters some trackers refuse spelled out: ``@`` -> ``_at_``,
+    ``%`` -> ``pct_`` (``mia/loss/tpr@1%fpr`` -> ``mia/loss/tpr_at_1pct_fpr``).
+
+    The result uses only letters, digits, ``_ - . /`` and spaces, which MLflow accepts on
+    every platform; names without ``@`` or ``%`` come back unchanged.
+    """
+    return tag.replace("@", "_at_").replace("%", "pct_")
 
 
 def _estimate_scalars(tag: str, est: Estimate, out: dict[str, float], unresolved: dict[str, str]) -> None:
@@ -61,11 +79,26 @@ def _estimate_scalars(tag: str, est: Estimate, out: dict[str, float], unresolved
     out[f"{tag}_high"] = float(est.high)
 
 
+def set_prefix(canary_set: str | None) -> str:
+    """``"<set>/"`` for a named canary set, ``""`` for a run's only set."""
+    return f"{canary_set}/" if canary_set else ""
+
+
 def audit_scalars(result: AuditResult) -> tuple[dict[str, float], dict[str, str]]:
     """The scalar figures of one audit: ``({tag: value}, {left-out tag: reason})``.
 
-    Tags carry no ``mia/`` prefix (TensorBoard adds it). Every value is finite.
+    Tags carry no ``mia/`` prefix (TensorBoard adds it); an audit of a named canary set
+    (``result.canary_set``) has its tags under ``<set>/`` (``credentials/loss/auc``).
+    Every value is finite.
     """
+    out, unresolved = _scalars(result)
+    prefix = set_prefix(result.canary_set)
+    if not prefix:
+        return out, unresolved
+    return {prefix + k: v for k, v in out.items()}, {prefix + k: v for k, v in unresolved.items()}
+
+
+def _scalars(result: AuditResult) -> tuple[dict[str, float], dict[str, str]]:
     out: dict[str, float] = {}
     unresolved: dict[str, str] = {}
     for name, m in result.metrics.items():
