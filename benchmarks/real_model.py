@@ -49,7 +49,9 @@ from mia_guard._io import atomic_write_json  # noqa: E402
 from mia_guard.attacks import available  # noqa: E402
 from mia_guard.attacks.lira import statistic_matrix  # noqa: E402
 from mia_guard.experiments.frozen_prefix import FrozenPrefix, pad  # noqa: E402
-from mia_guard.experiments.real_model import KINDS, ScoredRun, build_data, cache_hidden, train_and_score  # noqa: E402
+from mia_guard.experiments.real_model import (  # noqa: E402
+    KINDS, ScoredRun, build_data, cache_hidden, finish_report, train_and_score,
+)
 from mia_guard.experiments.smollm2 import load_smollm2  # noqa: E402
 from mia_guard.scoring.forward import score_tokens  # noqa: E402
 from mia_guard.scoring.token_stats import TokenStats  # noqa: E402
@@ -277,11 +279,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
               f"{args.batch_size}), {full['seconds_per_audit']:.1f} s wall / {full['cpu_per_audit']:.1f} s CPU per "
               f"audit "
               f"of {2 * args.canaries} canaries", flush=True)
-    report["wall_seconds"], report["cpu_seconds"] = time.perf_counter() - wall, time.process_time() - cpu
-    print(f"total {report['wall_seconds']:.0f} s wall, {report['cpu_seconds']:.0f} s CPU")
-    if args.out:
-        atomic_write_json(args.out, report)
-    return report
+    return finish_report(report, wall, cpu, args.out)
 
 
 if __name__ == "__main__":

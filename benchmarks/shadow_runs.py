@@ -45,7 +45,7 @@ from mia_guard.attacks import AttackContext, get
 from mia_guard.attacks.multirun import multi_run_lira, multi_run_sequence_lira
 from mia_guard.canaries.canary_set import draw_membership
 from mia_guard.experiments.frozen_prefix import FrozenPrefix
-from mia_guard.experiments.real_model import build_data, cache_hidden, train_and_score
+from mia_guard.experiments.real_model import build_data, cache_hidden, finish_report, train_and_score
 from mia_guard.experiments.smollm2 import load_smollm2
 from mia_guard.scoring.forward import score_tokens
 from mia_guard.scoring.token_stats import TokenStats
@@ -191,12 +191,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         labels.append(is_member)
     fig = pooled_figures(scores, labels, args.seed)
     print("\n" + table(fig, args.runs, args.canaries) + "\n")
-    report = {"config": vars(args), "figures": fig, "run_cpu_seconds": run_seconds,
-              "wall_seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu}
-    print(f"total {report['wall_seconds']:.0f} s wall, {report['cpu_seconds']:.0f} s CPU")
-    if args.out:
-        atomic_write_json(args.out, report)
-    return report
+    report = {"config": vars(args), "figures": fig, "run_cpu_seconds": run_seconds}
+    return finish_report(report, wall, cpu, args.out)
 
 
 if __name__ == "__main__":

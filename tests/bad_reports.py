@@ -85,31 +85,34 @@ def privacy(report: dict) -> dict:
     return final(report)["extras"]["privacy"]
 
 
+def _parent(report: dict, path: tuple) -> tuple[Any, Any]:
+    """The container holding ``path``'s last key, and that key (``"final-audit"`` first
+    stands for the last audit)."""
+    node, keys = report, list(path)
+    if keys and keys[0] == "final-audit":
+        node, keys = final(report), keys[1:]
+    for key in keys[:-1]:
+        node = node[key]
+    return node, keys[-1]
+
+
 def setting(*path: Any, value: Any) -> Callable[[dict], dict]:
-    """A mutation that sets ``report[path...] = value`` (``final`` stands for the last audit)."""
+    """A mutation that sets ``report[path...] = value``."""
 
     def mutate(report: dict) -> dict:
-        node = report
-        keys = list(path)
-        if keys and keys[0] == "final-audit":
-            node, keys = final(report), keys[1:]
-        for key in keys[:-1]:
-            node = node[key]
-        node[keys[-1]] = value
+        node, key = _parent(report, path)
+        node[key] = value
         return report
 
     return mutate
 
 
 def deleting(*path: Any) -> Callable[[dict], dict]:
+    """A mutation that deletes ``report[path...]``."""
+
     def mutate(report: dict) -> dict:
-        node = report
-        keys = list(path)
-        if keys and keys[0] == "final-audit":
-            node, keys = final(report), keys[1:]
-        for key in keys[:-1]:
-            node = node[key]
-        del node[keys[-1]]
+        node, key = _parent(report, path)
+        del node[key]
         return report
 
     return mutate

@@ -193,3 +193,16 @@ def cache_hidden(prefix: FrozenPrefix, data: PlantedData, batch_size: int = 16) 
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))  # similar lengths per batch
     states = prefix.hidden([sequences[i] for i in order], batch_size)
     return {sequences[i]: h for i, h in zip(order, states)}
+
+
+def finish_report(report: dict, wall_start: float, cpu_start: float, out: str | None) -> dict:
+    """Add the benchmark's total wall and CPU seconds (since ``time.perf_counter()`` =
+    ``wall_start`` and ``time.process_time()`` = ``cpu_start``) to ``report``, print them and
+    write ``report`` as JSON to ``out`` (when given)."""
+    from .._io import atomic_write_json
+
+    report["wall_seconds"], report["cpu_seconds"] = time.perf_counter() - wall_start, time.process_time() - cpu_start
+    print(f"total {report['wall_seconds']:.0f} s wall, {report['cpu_seconds']:.0f} s CPU")
+    if out:
+        atomic_write_json(out, report)
+    return report
