@@ -54,6 +54,25 @@ def test_fitted_gaussian_logpdf_is_scipys():
     np.testing.assert_allclose(fit.logpdf(values[:4] - reference[:4], reference[:4]), expected, rtol=1e-8)
 
 
+def test_class_means_are_adjusted_to_the_common_reference_mean_as_in_ancova():
+    """A chance difference between the classes' reference means is no member gap: the fitted
+    means are the intercepts of one least-squares fit of the change on class indicators and
+    the centred reference (a second computation; many canaries, so shrinkage is negligible)."""
+    rng = np.random.default_rng(7)
+    n = 20_000
+    is_member = rng.random(n) < 0.5
+    reference = rng.normal(0.0, 1.5, (n, 3)) + 0.3 * is_member[:, None]  # imbalanced on purpose
+    slope = np.array([[-0.6, 0.1, 0.0], [0.0, -0.5, 0.2], [0.1, 0.0, -0.7]])
+    change = 0.2 + 0.5 * is_member[:, None] + reference @ slope.T + rng.normal(0.0, 0.4, (n, 3))
+    fits = fit_conditional_gaussians(change, reference, is_member, np.arange(n), shrink_gap=False)
+    design = np.column_stack([is_member, ~is_member, reference - reference.mean(axis=0)]).astype(float)
+    coef, *_ = np.linalg.lstsq(design, change, rcond=None)
+    np.testing.assert_allclose(fits[True].mean, coef[0], atol=2e-3)
+    np.testing.assert_allclose(fits[False].mean, coef[1], atol=2e-3)
+    np.testing.assert_allclose(fits[True].mean - fits[False].mean, 0.5, atol=0.03)  # the true gap
+    np.testing.assert_allclose(fits[True].slope, slope, atol=0.02)
+
+
 def test_beats_the_loss_and_the_reference_difference_on_fine_tune_like_statistics():
     values, reference, is_member = fine_tune_like()
     mask = np.ones_like(values, dtype=bool)

@@ -15,7 +15,12 @@ the change ``d = s - r`` *given* ``r`` with a Gaussian per class::
 already predicts well has less room to improve), ``Σ`` the conditional covariance of the
 changes across positions (correlated BPE tokens are not independent evidence), and
 ``mu_in - mu_out`` the per-position member gap (shrunk towards its mean over positions as
-in :func:`mia_guard.attacks.sequence_lira.shrink_to_mean`). ``A = 0`` is plain
+in :func:`mia_guard.attacks.sequence_lira.shrink_to_mean`). ``mu_c`` is class ``c``'s mean
+change *at the common reference mean*: each class mean is moved along ``A`` by its own
+reference mean's distance from the common one, as ANCOVA adjusts group means. The two
+classes' reference means differ by chance, and without the adjustment ``A`` times that
+difference would enter the gap as noise (most where the base model predicts the canaries
+badly, so that ``A`` is far from 0; docs/real_model.md). ``A = 0`` is plain
 subtraction of the reference (``seq_lira_ref``). The reference statistic does not depend
 on membership (the reference model never saw the canaries), so conditioning on it
 costs nothing and the marginal of ``r`` cancels from the likelihood ratio.
@@ -158,6 +163,10 @@ def fit_conditional_gaussians(
         fits = {True: shared, False: shared}
     else:
         fits = {label: slope_and_covariance(change_res[label], ref_res[label], calibration) for label in rows}
+    # Each class's mean change at the common reference mean (covariance-adjusted, as in ANCOVA):
+    # the classes' reference means differ by chance, and A times that difference is no member gap.
+    means = {label: means[label] - (reference[r].mean(axis=0) - ref_mean) @ fits[label][0].T
+             for label, r in rows.items()}
     if shrink_gap:
         noise = sum(np.diag(fits[label][1]) / max(len(rows[label]), 1) for label in (True, False))
         means[True] = means[False] + shrink_to_mean(means[True] - means[False], noise)
