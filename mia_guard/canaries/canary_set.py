@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,6 +35,7 @@ import numpy as np
 from .._io import atomic_write_json, check_format, read_json
 from .checks import check_distinct, check_secrets
 from .images import distinct_image_tokens
+from .near_copies import NEAR_COPY_SHARE, SUBSTRING_CHARS, near_copies
 from .templates import CanaryTemplate, resolve_template
 from .token_alignment import TokenAlignment, check_tokenizer
 
@@ -86,6 +88,22 @@ def draw_membership(n: int, seed: int, split: str = "coin") -> np.ndarray:
     is_member = np.zeros(n, dtype=bool)
     is_member[rng.permutation(n)[: n // 2]] = True
     return is_member
+
+
+def _warn_of_near_copies(texts: Sequence[str], is_member: np.ndarray) -> None:
+    """Warn naming the non-member texts that are near copies of member texts."""
+    copies = near_copies(texts, is_member)
+    if copies:
+        shown = ", ".join(f"{c.non_member} ~ {c.member} ({c.share:.0%})" for c in copies[:5])
+        warnings.warn(
+            f"{len(copies)} of {int((~is_member).sum())} non-member canaries are near copies of member canaries "
+            f"(at least {NEAR_COPY_SHARE:.0%} of their {SUBSTRING_CHARS}-character substrings occur in a member; "
+            f"non-member ~ member: {shown}{', ...' if len(copies) > 5 else ''}). A model that generalizes to near "
+            "copies scores them like members, which lowers TPR at low FPR. Take canary texts from different "
+            "documents, or drop these (mia_guard.canaries.near_copies.near_copies lists them all)",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 class CanarySet:
@@ -199,7 +217,9 @@ class CanarySet:
         With ``window_tokens`` (and the training ``tokenizer``) each text is cut to its first
         ``window_tokens`` tokens, so every canary scores the same positions
         (:func:`~mia_guard.canaries.token_alignment.token_windows`); texts shorter than the
-        window are refused.
+        window are refused. Warns when non-members are near copies of members
+        (:func:`~mia_guard.canaries.near_copies.near_copies`): take such texts from
+        different documents.
         """
         texts = list(texts)
         alignment = None
@@ -219,10 +239,9 @@ class CanarySet:
                     f"canary texts cut to {window_tokens} tokens contain duplicates (texts that start alike); "
                     "use a longer window or drop texts with a common start"
                 )
-        return cls(
-            [Canary(text=t) for t in texts], draw_membership(len(texts), seed, split), kind="texts", seed=seed,
-            split=split, alignment=alignment,
-        )
+        is_member = draw_membership(len(texts), seed, split)
+        _warn_of_near_copies(texts, is_member)
+        return cls([Canary(text=t) for t in texts], is_member, kind="texts", seed=seed, split=split, alignment=alignment)
 
     @classmethod
     def from_token_ids(cls, sequences: Sequence[Sequence[int]], seed: int = 0, split: str = "coin") -> "CanarySet":
