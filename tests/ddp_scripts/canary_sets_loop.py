@@ -13,14 +13,12 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: trainer_runs
+import torch
+import torch.distributed as dist
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-
-from mia_guard import CanarySet  # noqa: E402
-from mia_guard.callbacks import AuditLoop  # noqa: E402
-from mia_guard.experiments.demo_assets import byte_tokenizer, tiny_gpt2  # noqa: E402
+from mia_guard import CanarySet
+from mia_guard.callbacks import AuditLoop
+from mia_guard.experiments.demo_assets import byte_tokenizer, tiny_gpt2
 
 
 def main() -> None:
